@@ -1,0 +1,188 @@
+"""globus-tmp.conf: where it is, what it may say, and its defaults.
+
+The file is TOML and lives beside ``slurm.conf`` (as Slurm's own plugins keep
+``cgroup.conf`` and friends), so a cluster with several Slurm configurations gets one
+globus-tmp configuration each. ``GLOBUS_TMP_CONFIG`` names another file.
+
+Every key is checked: a wrong key, type or value is one line naming the key and the
+file, because an admin reads it in a slurmd log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+CONFIG_NAME = "globus-tmp.conf"
+DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
+ON_FAILURE_CHOICES = ("continue", "fail")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; defaults suit a typical cluster."""
+
+    gcp_path: str = "/opt/globusconnectpersonal/globusconnectpersonal"
+    """The ``globusconnectpersonal`` launcher, run as the job user."""
+    state_dir: str = "/run/globus-tmp/%n"
+    """Node-local, root-owned state; ``%n`` is the node name (several slurmd per host)."""
+    user_dir: str = "~/.globus-tmp"
+    """Per-user directory (pool, registry, logs); ``~`` is the job user's home."""
+    exposed_paths: tuple[str, ...] = ("/tmp",)
+    """What GCP may read and write, written to ``lta/config-paths`` as ``PATH,0,1``."""
+    start_timeout: float = 60.0
+    """How long the Prolog waits for GCP to say ``connected``."""
+    stop_grace: float = 15.0
+    """How long GCP gets to exit after ``-stop`` before it is killed."""
+    hook_timeout: float = 120.0
+    """Hard bound on one Prolog/Epilog run; keep PrologEpilogTimeout above it."""
+    linger_max: float = 7200.0
+    """How long a drain keeps GCP up for an active transfer after the last job."""
+    linger_poll_seconds: float = 30.0
+    """How often a drain asks whether the transfer is still active."""
+    job_grace: float = 300.0
+    """A job older than this with no slurmstepd on the node is taken as gone."""
+    on_failure: str = "continue"
+    """``continue``: the job runs without an endpoint; ``fail``: the Prolog fails."""
+    log_file: str = ""
+    """Node-local hook log; empty means ``<state_dir>/hooks.log``."""
+    source: str = "<defaults>"
+    """The file this came from (not a key)."""
+
+    def state_dir_for(self, node: str) -> Path:
+        """The state directory of ``node`` (``%n`` expanded, ``%%`` is ``%``)."""
+        return Path(_expand_percent(self.state_dir, {"n": node}))
+
+    def log_file_for(self, node: str) -> Path:
+        if self.log_file:
+            return Path(_expand_percent(self.log_file, {"n": node}))
+        return self.state_dir_for(node) / "hooks.log"
+
+    def user_dir_for(self, home: str) -> Path:
+        """``user_dir`` for a user whose home is ``home`` (string work, no file access)."""
+        if self.user_dir == "~":
+            return Path(home)
+        if self.user_dir.startswith("~/"):
+            return Path(home) / self.user_dir[2:]
+        return Path(self.user_dir)
+
+
+def _expand_percent(text: str, values: Mapping[str, str]) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "%" and i + 1 < len(text):
+            key = text[i + 1]
+            if key == "%":
+                out.append("%")
+                i += 2
+                continue
+            if key in values:
+                out.append(values[key])
+                i += 2
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read, and whether it was named explicitly (then it must exist)."""
+    explicit = env.get("GLOBUS_TMP_CONFIG")
+    if explicit:
+        return Path(explicit), True
+    slurm_conf = env.get("SLURM_CONF") or DEFAULT_SLURM_CONF
+    return Path(slurm_conf).parent / CONFIG_NAME, False
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Find, read and validate the configuration; a missing default file means defaults."""
+    path, explicit = config_path(os.environ if env is None else env)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(
+                f"{path}: no such file (named by GLOBUS_TMP_CONFIG); "
+                "create it or unset the variable"
+            ) from None
+        return Config()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: Mapping[str, Any], source: str) -> Config:
+    """Validate a parsed TOML table into a Config; errors name the key and the file."""
+    fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key '{key}' (known keys: {known})")
+        values[key] = _check(key, value, source)
+    cfg = Config(**values, source=source)
+    if cfg.hook_timeout < cfg.start_timeout + 10:
+        raise ConfigError(
+            f"{source}: key 'hook_timeout' ({cfg.hook_timeout:g}) must exceed "
+            f"start_timeout ({cfg.start_timeout:g}) by at least 10 seconds"
+        )
+    return cfg
+
+
+_NUMBERS = {
+    "start_timeout",
+    "stop_grace",
+    "hook_timeout",
+    "linger_max",
+    "linger_poll_seconds",
+    "job_grace",
+}
+_STRINGS = {"gcp_path", "state_dir", "user_dir", "on_failure", "log_file"}
+
+
+def _check(key: str, value: Any, source: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
+
+    if key in _NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise bad("a number of seconds > 0")
+        return float(value)
+    if key == "exposed_paths":
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(p, str) and p.startswith("/") for p in value)
+        ):
+            raise bad('a non-empty list of absolute paths, e.g. ["/tmp"]')
+        return tuple(value)
+    if key in _STRINGS:
+        if not isinstance(value, str):
+            raise bad("a string")
+        if key == "on_failure" and value not in ON_FAILURE_CHOICES:
+            raise bad(" or ".join(f'"{c}"' for c in ON_FAILURE_CHOICES))
+        if key in ("gcp_path", "state_dir") and not value.startswith("/"):
+            raise bad("an absolute path")
+        if key == "log_file" and value and not value.startswith("/"):
+            raise bad("an absolute path")
+        if key == "user_dir" and not (value.startswith("/") or value.startswith("~")):
+            raise bad("an absolute path or one starting with ~")
+        return value
+    raise AssertionError(key)  # pragma: no cover - fields and checks are kept in step

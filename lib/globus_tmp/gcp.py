@@ -1,0 +1,207 @@
+"""Globus Connect Personal's command line: the only module that knows it.
+
+Facts this relies on (see FACTS.md): ``-start`` runs in the foreground until stopped;
+one instance per Unix user per host, reached through ``/tmp/globusconnect_<uid>.sock``
+whatever ``-dir`` says, so ``-status`` and ``-stop`` find it without a dir; ``-status``
+waits for the next status broadcast (up to ~5 s); ``-stop`` returns before the process
+exits. GCP refuses root: every call here runs as the job user.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .errors import GcpError
+from .process import ProcessRef
+
+NOT_RUNNING = "No Globus Connect Personal connected"
+ANOTHER_RUNNING = "Another Globus Connect Personal is currently running"
+
+
+class GcpAlreadyRunning(GcpError):
+    """``-start`` found another instance of this user on this host."""
+
+
+@dataclass(frozen=True)
+class GcpStatus:
+    """What ``-status`` says: ``Globus Online:   <online>`` / ``Transfer Status: <transfer>``."""
+
+    online: str
+    transfer: str
+
+    @property
+    def connected(self) -> bool:
+        return self.online == "connected"
+
+    @property
+    def transfer_active(self) -> bool:
+        return self.transfer == "active"
+
+    @classmethod
+    def parse(cls, text: str) -> GcpStatus:
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip().lower()] = value.strip().lower()
+        online = fields.get("globus online")
+        transfer = fields.get("transfer status")
+        if online is None or transfer is None:
+            raise GcpError(f"cannot parse 'globusconnectpersonal -status' output: {text.strip()!r}")
+        return cls(online, transfer)
+
+
+class GcpCommand:
+    """Runs the ``globusconnectpersonal`` launcher named by ``gcp_path``, as the caller."""
+
+    def __init__(self, gcp_path: str, call_timeout: float = 15.0) -> None:
+        self.gcp_path = gcp_path
+        self.call_timeout = call_timeout
+
+    def _check_launcher(self) -> None:
+        if not os.path.isfile(self.gcp_path) or not os.access(self.gcp_path, os.X_OK):
+            raise GcpError(
+                f"gcp_path {self.gcp_path} is missing or not executable; "
+                "fix gcp_path in globus-tmp.conf"
+            )
+
+    def _run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        self._check_launcher()
+        wait = self.call_timeout if timeout is None else timeout
+        try:
+            return subprocess.run(
+                [self.gcp_path, *args],
+                capture_output=True,
+                text=True,
+                timeout=wait,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GcpError(
+                f"'globusconnectpersonal {' '.join(args)}' gave no answer in {wait:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
+
+    def status(self, timeout: float | None = None) -> GcpStatus | None:
+        """The running instance's status, or None when none runs."""
+        proc = self._run("-status", timeout=timeout)
+        if proc.returncode != 0:
+            if NOT_RUNNING in proc.stdout + proc.stderr:
+                return None
+            raise GcpError(f"'-status' failed (exit {proc.returncode}): {_last_line(proc)}")
+        return GcpStatus.parse(proc.stdout)
+
+    def request_stop(self) -> bool:
+        """Ask the running instance to stop; True if one was running. Does not wait."""
+        proc = self._run("-stop")
+        if proc.returncode == 0:
+            return True
+        if NOT_RUNNING in proc.stdout + proc.stderr:
+            return False
+        raise GcpError(f"'-stop' failed (exit {proc.returncode}): {_last_line(proc)}")
+
+    def start(self, config_dir: Path, log_path: Path, timeout: float) -> ProcessRef:
+        """Start GCP detached and wait until it says ``connected``; its ProcessRef.
+
+        Detached means: a new session (slurmd kills the hook's process group on a
+        timeout), stdio to the instance log, no inherited descriptors (slurmd waits
+        for every holder of the hook's output pipe).
+        """
+        self._check_launcher()
+        deadline = time.monotonic() + timeout
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"=== globus-tmp: {time.ctime()}: {self.gcp_path} -dir {config_dir} -start\n")
+            log.flush()
+            offset = log.tell()
+            try:
+                proc = subprocess.Popen(
+                    [self.gcp_path, "-dir", str(config_dir), "-start"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
+        ref = ProcessRef.of(proc.pid)
+        last = "no status yet"
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                said = _log_tail(log_path, offset) or "(nothing)"
+                if ANOTHER_RUNNING in said:
+                    raise GcpAlreadyRunning(said)
+                raise GcpError(f"GCP exited at once (exit {rc}): {said}; log: {log_path}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ref.kill_tree()
+                proc.wait()
+                raise GcpError(
+                    f"GCP did not connect within {timeout:.0f} s (last status: {last}); "
+                    f"log: {log_path}"
+                )
+            try:
+                status = self.status(timeout=min(left, self.call_timeout))
+            except GcpError as exc:
+                status, last = None, str(exc)
+            if status is not None:
+                last = status.online
+                if status.connected:
+                    return ref
+            time.sleep(min(0.2, max(left, 0)))
+
+
+def find_pool_instance(uid: int, endpoints_dir: Path) -> tuple[ProcessRef, Path] | None:
+    """A GCP of ``uid`` started from a config dir in the pool, and that dir (root may call).
+
+    Used when node state was lost while GCP kept running: the instance is recognised by
+    its ``-dir`` argument and taken over instead of being started twice.
+    """
+    prefix = str(endpoints_dir) + os.sep
+    matches: dict[int, tuple[psutil.Process, Path]] = {}
+    for proc in psutil.process_iter(["uids", "cmdline"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+            argv: list[str] = proc.info["cmdline"] or []
+            if "-start" not in argv or "-dir" not in argv:
+                continue
+            i = argv.index("-dir")
+            dir_arg = argv[i + 1] if i + 1 < len(argv) else ""
+            if dir_arg.startswith(prefix):
+                matches[proc.pid] = (proc, Path(dir_arg))
+        except (psutil.Error, ValueError):
+            continue
+    for proc, found_dir in matches.values():
+        try:
+            if proc.ppid() not in matches:
+                return ProcessRef(proc.pid, proc.create_time()), found_dir
+        except psutil.Error:
+            continue
+    return None
+
+
+def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def _log_tail(path: Path, offset: int, limit: int = 400) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(offset)
+            text = fh.read()
+    except OSError:
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-3:])[-limit:]

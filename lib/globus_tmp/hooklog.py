@@ -1,0 +1,60 @@
+"""One line per hook decision, where an admin looks: syslog, the node's hook log, stderr.
+
+Every line carries the hook, job, node and user, so ``grep`` on one of them tells a
+job's whole story on a node. Logging never raises: a full disk must not fail a hook.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import syslog
+import time
+from pathlib import Path
+
+
+class HookLog:
+    def __init__(self, hook: str, log_file: Path | None = None, to_stderr: bool = True) -> None:
+        self.hook = hook
+        self.log_file = log_file
+        self.to_stderr = to_stderr
+        self.context = ""
+
+    def bind(self, **fields: object) -> None:
+        """Set the fields (job, node, user) every later line carries."""
+        self.context = " ".join(f"{k}={v}" for k, v in fields.items())
+
+    def info(self, message: str) -> None:
+        self._emit(syslog.LOG_INFO, message)
+
+    def error(self, message: str) -> None:
+        self._emit(syslog.LOG_ERR, message)
+
+    def _emit(self, priority: int, message: str) -> None:
+        line = (
+            f"{self.hook} {self.context}: {message}" if self.context else f"{self.hook}: {message}"
+        )
+        line = line.replace("\n", " | ")
+        try:
+            syslog.openlog("globus-tmp", syslog.LOG_PID, syslog.LOG_DAEMON)
+            syslog.syslog(priority, line)
+        except OSError:
+            pass
+        if self.log_file is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            data = f"{stamp} [{os.getpid()}] {line}\n".encode()
+            try:
+                fd = os.open(
+                    self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644
+                )
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+        if self.to_stderr:
+            try:
+                print(f"globus-tmp: {line}", file=sys.stderr, flush=True)
+            except OSError:
+                pass

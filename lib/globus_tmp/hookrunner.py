@@ -1,0 +1,66 @@
+"""How every Slurm hook runs: bounded, logged, failing open.
+
+A non-zero Prolog drains the node and requeues the job; a non-zero Epilog drains the
+node. Losing an endpoint for one job is far cheaper, so a hook exits 0 whatever goes
+wrong (logging one line that names the cause) unless the admin set
+``on_failure = "fail"`` and the hook honours it. Each run is bounded by
+``hook_timeout``: every wait takes its bound from the same deadline, and SIGALRM is
+the backstop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from types import FrameType
+from typing import Callable
+
+from .config import Config, load_config
+from .errors import GlobusTmpError, HookTimeout
+from .hooklog import HookLog
+from .job import JobContext
+from .lifecycle import NodeLifecycle
+from .nodestate import NodeStateStore
+
+HookAction = Callable[[NodeLifecycle, JobContext], str]
+
+
+def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
+    """Run one hook; returns its exit code."""
+    started = time.monotonic()
+    log = HookLog(name)
+    try:
+        cfg = load_config()
+        job = JobContext.from_hook_env(os.environ)
+    except GlobusTmpError as exc:
+        log.error(f"{exc}; nothing done")
+        return 0
+    log.bind(job=job.job_id, node=job.node, user=job.user.name)
+    deadline = started + cfg.hook_timeout
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(math.ceil(cfg.hook_timeout) + 5)
+    try:
+        store = NodeStateStore(cfg.state_dir_for(job.node))
+        store.ensure()
+        log.log_file = cfg.log_file_for(job.node)
+        lifecycle = NodeLifecycle(cfg, job.node, store, log, deadline)
+        log.info(action(lifecycle, job))
+        return 0
+    except GlobusTmpError as exc:
+        log.error(str(exc))
+    except Exception as exc:
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return _failure_exit(cfg, honours_on_failure)
+
+
+def _failure_exit(cfg: Config, honours_on_failure: bool) -> int:
+    return 1 if honours_on_failure and cfg.on_failure == "fail" else 0
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise HookTimeout("hit hook_timeout; gave up (raise hook_timeout or start_timeout?)")

@@ -1,0 +1,241 @@
+"""Node-local state: per user, the set of jobs on this node and the GCP serving them.
+
+Slurm can skip an epilog (node down, slurmd killed) or run one twice, and prologs and
+epilogs of different jobs run concurrently; so the state is a *set* of job ids, changed
+under a lock and written atomically (temp file, fsync, rename), never a counter.
+
+Layout under ``state_dir`` (root-owned, 0755, node-local: a reboot clears it):
+
+- ``users/<user>.json``: the :class:`UserNodeState`, readable by all (the TaskProlog
+  and ``globus-tmp-endpoint`` read it as the user, without a lock: rename is atomic);
+- ``locks/<user>.jobs.lock``: held briefly, for every read-modify-write of the file;
+- ``locks/<user>.gcp.lock``: held while GCP is started or stopped, so a user has at
+  most one GCP on the node. Order: ``gcp`` before ``jobs``, never the reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from filelock import FileLock, Timeout
+
+from .errors import StateError
+from .process import ProcessRef
+
+STATE_VERSION = 1
+
+PHASE_IDLE = "idle"  # no GCP, none needed or the last one stopped
+PHASE_STARTING = "starting"
+PHASE_RUNNING = "running"
+PHASE_DRAINING = "draining"  # no job left, a transfer keeps GCP up
+PHASE_STOPPING = "stopping"
+PHASE_FAILED = "failed"  # the last start failed; ``error`` says why
+
+
+@dataclass
+class GcpInstance:
+    """The GCP running for a user on this node."""
+
+    pid: int
+    create_time: float
+    endpoint_id: str
+    endpoint_name: str
+    config_dir: str
+    log_path: str
+    since: float
+
+    @property
+    def process(self) -> ProcessRef:
+        return ProcessRef(self.pid, self.create_time)
+
+
+@dataclass
+class UserNodeState:
+    """Everything this node knows about one user."""
+
+    user: str
+    uid: int
+    jobs: dict[str, float] = field(default_factory=dict)
+    """Job id -> when its prolog (or first sighting) added it."""
+    phase: str = PHASE_IDLE
+    instance: Optional[GcpInstance] = None
+    error: Optional[str] = None
+    error_at: Optional[float] = None
+    drain_pid: Optional[int] = None
+    drain_create_time: Optional[float] = None
+    updated: float = 0.0
+    recovered_from: Optional[str] = None
+    """Set when the file on disk was unreadable and this state started afresh."""
+
+    @property
+    def drain(self) -> ProcessRef | None:
+        if self.drain_pid is None or self.drain_create_time is None:
+            return None
+        return ProcessRef(self.drain_pid, self.drain_create_time)
+
+    @drain.setter
+    def drain(self, ref: ProcessRef | None) -> None:
+        self.drain_pid = ref.pid if ref else None
+        self.drain_create_time = ref.create_time if ref else None
+
+    def live_instance(self) -> GcpInstance | None:
+        """The recorded instance if its process still runs (pid and start time)."""
+        if self.instance is not None and self.instance.process.alive():
+            return self.instance
+        return None
+
+    def fail(self, message: str) -> None:
+        self.phase = PHASE_FAILED
+        self.error = message
+        self.error_at = time.time()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["version"] = STATE_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> UserNodeState:
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ValueError("not a globus-tmp state document")
+        data = dict(data)
+        data.pop("version")
+        inst = data.pop("instance", None)
+        jobs = data.pop("jobs", {})
+        if not isinstance(jobs, dict):
+            raise ValueError("'jobs' is not a mapping")
+        state = cls(**data)
+        state.jobs = {str(k): float(v) for k, v in jobs.items()}
+        state.instance = GcpInstance(**inst) if inst else None
+        return state
+
+
+class NodeStateStore:
+    """The state directory of one node: locks, reads, atomic writes."""
+
+    def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
+        self.root = root
+        self.lock_timeout = lock_timeout
+
+    # -- directory ---------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the directory tree (as root) or check that it can be trusted."""
+        for path in (self.root, self.root / "users", self.root / "locks"):
+            try:
+                path.mkdir(mode=0o755, parents=True)
+            except FileExistsError:
+                pass
+            _check_trusted_dir(path)
+
+    # -- locks -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def jobs_lock(self, user: str, timeout: float | None = None) -> Iterator[None]:
+        with self._lock(user, "jobs", timeout):
+            yield
+
+    @contextlib.contextmanager
+    def gcp_lock(self, user: str, timeout: float | None = None) -> Iterator[None]:
+        with self._lock(user, "gcp", timeout):
+            yield
+
+    @contextlib.contextmanager
+    def _lock(self, user: str, kind: str, timeout: float | None) -> Iterator[None]:
+        wait = self.lock_timeout if timeout is None else max(timeout, 0.0)
+        path = self.root / "locks" / f"{user}.{kind}.lock"
+        lock = FileLock(str(path), timeout=wait, mode=0o600, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StateError(
+                f"waited {wait:.0f} s for the {kind} lock of {user} ({path})"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- state files -------------------------------------------------------------
+
+    def path(self, user: str) -> Path:
+        return self.root / "users" / f"{user}.json"
+
+    def read(self, user: str, uid: int) -> UserNodeState:
+        """The user's state; an unreadable file gives a fresh state that says so."""
+        path = self.path(user)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return UserNodeState(user=user, uid=uid)
+        try:
+            state = UserNodeState.from_json(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            fresh = UserNodeState(user=user, uid=uid)
+            fresh.recovered_from = f"state file {path} was unreadable ({exc}); started afresh"
+            return fresh
+        state.recovered_from = None
+        return state
+
+    def write(self, state: UserNodeState) -> None:
+        state.updated = time.time()
+        write_atomic(self.path(state.user), json.dumps(state.to_json(), indent=1), 0o644)
+
+
+def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:
+    """Read a user's state without a lock (for the user's own lookups); None if absent."""
+    try:
+        with open(root / "users" / f"{user}.json", encoding="utf-8") as fh:
+            return UserNodeState.from_json(json.load(fh))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        state = UserNodeState(user=user, uid=-1)
+        state.fail(f"node state of {user} is unreadable ({exc}); the next job's prolog repairs it")
+        return state
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Write a whole file so that readers see the old or the new content, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(str(path.parent), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _check_trusted_dir(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise StateError(f"state_dir {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"state_dir {path} is not a directory (a symlink?); remove it")
+    if st.st_uid != os.geteuid():
+        raise StateError(
+            f"state_dir {path} is owned by uid {st.st_uid}, not root; chown it to root"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StateError(f"state_dir {path} is writable by group/others; chmod 755 it")

@@ -1,0 +1,1 @@
+"""Slurm Prolog and TaskProlog of globus-tmp (thin: the decisions live in ``globus_tmp``)."""
