@@ -10,6 +10,7 @@ exits. GCP refuses root: every call here runs as the job user.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .process import ProcessRef
 
 NOT_RUNNING = "No Globus Connect Personal connected"
 ANOTHER_RUNNING = "Another Globus Connect Personal is currently running"
+CONTROL_SOCKET = "/tmp/globusconnect_{uid}.sock"
 
 
 class GcpAlreadyRunning(GcpError):
@@ -116,6 +118,8 @@ class GcpCommand:
         for every holder of the hook's output pipe).
         """
         self._check_launcher()
+        if control_socket_answers(os.getuid()):
+            raise GcpAlreadyRunning(f"{ANOTHER_RUNNING} (its control socket answers)")
         deadline = time.monotonic() + timeout
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
@@ -156,9 +160,21 @@ class GcpCommand:
                 status, last = None, str(exc)
             if status is not None:
                 last = status.online
-                if status.connected:
+                # the answer may come from another instance while ours is failing
+                if status.connected and proc.poll() is None:
                     return ref
             time.sleep(min(0.2, max(left, 0)))
+
+
+def control_socket_answers(uid: int) -> bool:
+    """Whether an instance of ``uid`` listens on GCP's control socket on this host."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(CONTROL_SOCKET.format(uid=uid))
+        except OSError:
+            return False
+    return True
 
 
 def find_pool_instance(uid: int, endpoints_dir: Path) -> tuple[ProcessRef, Path] | None:
