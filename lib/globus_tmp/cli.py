@@ -14,12 +14,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import load_config
 from .errors import GlobusTmpError
 from .job import UserIdentity, node_name
 from .lookup import NoEndpoint, lookup
-from .pool import EndpointPool
+
+if TYPE_CHECKING:
+    from .pool import EndpointPool
 
 PROG = "globus-tmp-endpoint"
 
@@ -66,13 +69,16 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config()
     user = UserIdentity.current()
-    if args.command == "adopt":
+    if args.command in ("adopt", "list"):
+        from .pool import EndpointPool
+
         pool = EndpointPool(cfg.user_dir_for(user.home))
+    if args.command == "adopt":
         entry = pool.adopt(args.dir, args.name)
         print(f"added {entry.name} (endpoint {entry.endpoint_id}) to {pool.endpoints_dir}")
         return 0
     if args.command == "list":
-        return _list(EndpointPool(cfg.user_dir_for(user.home)), args.json)
+        return _list(pool, args.json)
     node = node_name(os.environ)
     deadline = time.monotonic() + (args.wait or 0)
     while True:

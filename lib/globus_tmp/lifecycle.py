@@ -20,12 +20,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .activity import Activity, GcpStatusActivity, TransferActivity
 from .config import Config
-from .drain import DetachedDrainLauncher, DrainLauncher
 from .errors import GcpError, GlobusTmpError
-from .gcp import GcpAlreadyRunning, find_pool_instance
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
 from .nodestate import (
@@ -38,14 +36,22 @@ from .nodestate import (
     UserNodeState,
 )
 from .process import ProcessRef
-from .slurmjobs import JobProbe, SlurmstepdJobs
-from .useractions import ForkedUserActions, Started, UserActions
+
+if TYPE_CHECKING:
+    from .activity import TransferActivity
+    from .drain import DrainLauncher
+    from .slurmjobs import JobProbe
+    from .useractions import Started, UserActions
 
 _STEP_TIMEOUT = 30.0  # one short step as the user (lease, release, -stop)
 
 
 class NodeLifecycle:
-    """The lifecycle of every user's GCP on one node; side effects are injected."""
+    """The lifecycle of every user's GCP on one node; side effects are injected.
+
+    The real implementations are imported only when first needed: the join path
+    (the most frequent call) needs none of them and must stay cheap to start.
+    """
 
     def __init__(
         self,
@@ -64,10 +70,42 @@ class NodeLifecycle:
         self.store = store
         self.log = log
         self.deadline = deadline
-        self.actions_for = actions_for or (lambda user: ForkedUserActions(cfg, user))
-        self.activity = activity or GcpStatusActivity()
-        self.jobs = jobs or SlurmstepdJobs()
-        self.drains = drains or DetachedDrainLauncher()
+        self._actions_for = actions_for
+        self._activity = activity
+        self._jobs = jobs
+        self._drains = drains
+
+    def actions_for(self, user: UserIdentity) -> UserActions:
+        if self._actions_for is None:
+            from .useractions import ForkedUserActions
+
+            cfg = self.cfg
+            self._actions_for = lambda u: ForkedUserActions(cfg, u)
+        return self._actions_for(user)
+
+    @property
+    def activity(self) -> TransferActivity:
+        if self._activity is None:
+            from .activity import GcpStatusActivity
+
+            self._activity = GcpStatusActivity()
+        return self._activity
+
+    @property
+    def jobs(self) -> JobProbe:
+        if self._jobs is None:
+            from .slurmjobs import SlurmstepdJobs
+
+            self._jobs = SlurmstepdJobs()
+        return self._jobs
+
+    @property
+    def drains(self) -> DrainLauncher:
+        if self._drains is None:
+            from .drain import DetachedDrainLauncher
+
+            self._drains = DetachedDrainLauncher()
+        return self._drains
 
     def _left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.5)
@@ -136,6 +174,9 @@ class NodeLifecycle:
         )
 
     def _start_or_take_over(self, user: UserIdentity) -> Started:
+        from .gcp import GcpAlreadyRunning, find_pool_instance
+        from .useractions import Started
+
         actions = self.actions_for(user)
         timeout = min(self.cfg.start_timeout, self._left() - 5)
         try:
@@ -245,6 +286,8 @@ class NodeLifecycle:
 
     def drain(self, user: UserIdentity) -> str:
         """Keep GCP up while a transfer is active and no job is left; then stop it."""
+        from .activity import Activity
+
         me = ProcessRef.of(os.getpid())
         give_up = time.monotonic() + self.cfg.linger_max
         activity = Activity(True, "not checked yet")

@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from filelock import FileLock, Timeout
-
 from .errors import StateError
+from .locks import FlockFile, LockTimeout
 from .process import ProcessRef
 
 STATE_VERSION = 1
@@ -153,10 +152,10 @@ class NodeStateStore:
     def _lock(self, user: str, kind: str, timeout: float | None) -> Iterator[None]:
         wait = self.lock_timeout if timeout is None else max(timeout, 0.0)
         path = self.root / "locks" / f"{user}.{kind}.lock"
-        lock = FileLock(str(path), timeout=wait, mode=0o600, thread_local=False)
+        lock = FlockFile(path)
         try:
-            lock.acquire()
-        except Timeout:
+            lock.acquire(wait)
+        except LockTimeout:
             raise StateError(
                 f"waited {wait:.0f} s for the {kind} lock of {user} ({path})"
             ) from None

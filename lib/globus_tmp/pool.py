@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from filelock import FileLock, Timeout
-
 from .errors import GlobusTmpError, NoPoolError, PoolError, PoolExhaustedError
+from .locks import FlockFile, LockTimeout
 from .nodestate import write_atomic
 from .privileges import SAFE_PATH
 
@@ -138,13 +137,11 @@ class EndpointPool:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / "registry.lock"), timeout=self.lock_timeout, mode=0o600)
+        lock = FlockFile(self.root / "registry.lock")
         try:
-            lock.acquire()
-        except Timeout:
-            raise PoolError(
-                f"waited {self.lock_timeout:.0f} s for {self.root / 'registry.lock'}"
-            ) from None
+            lock.acquire(self.lock_timeout)
+        except LockTimeout:
+            raise PoolError(f"waited {self.lock_timeout:.0f} s for {lock.path}") from None
         try:
             yield
         finally:

@@ -1,0 +1,147 @@
+"""Benchmark of the paths every job pays for, against a bare interpreter start.
+
+Measures, as slurmd runs them (root, clean environment), the wall time of
+
+- the Prolog's join path (a job joining a node where the user's GCP runs),
+- the Epilog's non-last path (a job leaving while others of the user remain),
+- ``globus-tmp-endpoint`` run as the user inside a job,
+- the TaskProlog (once per task),
+
+each next to ``python -c pass`` from the same interpreter, measured in the same run,
+as a ratio. Goal: each under 8x. Also prints each path's peak RSS.
+
+Run as root from the test venv (``tests/run`` builds it):
+``/opt/globus-tmp-test/venv/bin/python bench/hot_paths.py [--runs N]``
+It creates the user ``gtbench``, a one-entry pool, and a GCP emulator instance, and
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+USER = "gtbench"
+GOAL = 8.0
+
+
+def _user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
+        return pwd.getpwnam(USER)
+
+
+def _timed(run: Callable[[], None], runs: int) -> tuple[float, int]:
+    """Median wall seconds over ``runs``, and the peak RSS (KiB) of any child."""
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (the hooks run as root under slurmd)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT / "tests" / "emulators"))
+    from gcp_config_dir import create_config_dir
+
+    pw = _user()
+    site = Path(tempfile.mkdtemp(prefix="globus-tmp-bench-", dir="/tmp"))
+    site.chmod(0o755)
+    shutil.copytree(ROOT / "tests" / "emulators", site / "emulators")
+    gcp = site / "gcp"
+    gcp.write_text(
+        "#!/bin/sh\nGCP_EMULATOR_STATUS_INTERVAL=0.3 GCP_EMULATOR_CONNECT_DELAY=0.3 "
+        f'exec {site}/emulators/globusconnectpersonal "$@"\n'
+    )
+    gcp.chmod(0o755)
+    conf = site / "globus-tmp.conf"
+    conf.write_text(
+        f'gcp_path = "{gcp}"\nstate_dir = "{site}/state/%n"\nuser_dir = "~/.globus-tmp-bench"\n'
+    )
+    user_dir = Path(pw.pw_dir) / ".globus-tmp-bench"
+    shutil.rmtree(user_dir, ignore_errors=True)
+    create_config_dir(user_dir / "endpoints" / "ep1", pw.pw_uid, pw.pw_gid)
+    os.chown(user_dir, pw.pw_uid, pw.pw_gid)
+    os.chown(user_dir / "endpoints", pw.pw_uid, pw.pw_gid)
+
+    def hook_env(job: int) -> dict[str, str]:
+        return {
+            "SLURM_JOB_ID": str(job),
+            "SLURM_JOB_USER": USER,
+            "SLURM_JOB_UID": str(pw.pw_uid),
+            "SLURM_JOB_GID": str(pw.pw_gid),
+            "SLURMD_NODENAME": "bench1",
+            "GLOBUS_TMP_CONFIG": str(conf),
+        }
+
+    def hook(name: str, job: int) -> None:
+        subprocess.run([str(BIN / f"globus-tmp-{name}")], env=hook_env(job), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def as_user(argv: list[str]) -> None:
+        subprocess.run(argv, env={"GLOBUS_TMP_CONFIG": str(conf), "SLURMD_NODENAME": "bench1",
+                                  "HOME": pw.pw_dir, "PATH": "/usr/bin:/bin"},
+                       user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    counter = iter(range(1000, 10**6))
+    try:
+        hook("prolog", 1)  # cold start: GCP comes up once
+        bare, bare_rss = _timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),
+                                args.runs)
+        joins = []
+
+        def join() -> None:
+            job = next(counter)
+            joins.append(job)
+            hook("prolog", job)
+
+        rows = [("prolog join path", *_timed(join, args.runs))]
+        rows.append(("epilog non-last path", *_timed(lambda: hook("epilog", joins.pop()), args.runs)))
+        rows.append(("globus-tmp-endpoint", *_timed(
+            lambda: as_user([str(BIN / "globus-tmp-endpoint")]), args.runs)))
+        rows.append(("taskprolog", *_timed(
+            lambda: as_user([str(BIN / "globus-tmp-taskprolog")]), args.runs)))
+    finally:
+        hook("epilog", 1)
+        for job in joins:
+            hook("epilog", job)
+        shutil.rmtree(site, ignore_errors=True)
+        shutil.rmtree(user_dir, ignore_errors=True)
+
+    print(f"python -c pass: {bare * 1000:7.1f} ms  ({sys.executable}, median of {args.runs})")
+    print(f"{'path':<24} {'median ms':>10} {'x bare':>8}  {'goal':>6}")
+    worst = 0.0
+    for name, seconds, _ in rows:
+        ratio = seconds / bare
+        worst = max(worst, ratio)
+        verdict = "ok" if ratio < GOAL else "OVER"
+        print(f"{name:<24} {seconds * 1000:10.1f} {ratio:8.2f}  <{GOAL:g}x {verdict}")
+    print(f"peak RSS of any measured process: {rows[-1][2] / 1024:.1f} MiB "
+          f"(bare interpreter {bare_rss / 1024:.1f} MiB)")
+    return 0 if worst < GOAL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
