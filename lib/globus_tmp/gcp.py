@@ -201,8 +201,8 @@ def find_pool_instance(uid: int, endpoints_dir: Path) -> tuple[ProcessRef, Path]
     for proc, found_dir in matches.values():
         try:
             if proc.ppid() not in matches:
-                return ProcessRef(proc.pid, proc.create_time()), found_dir
-        except psutil.Error:
+                return ProcessRef.of(proc.pid), found_dir
+        except (psutil.Error, ProcessLookupError):
             continue
     return None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -84,4 +83,4 @@ def node_name(env: Mapping[str, str]) -> str:
     name = env.get("SLURMD_NODENAME")
     if name:
         return name
-    return socket.gethostname().split(".", 1)[0]
+    return os.uname().nodename.split(".", 1)[0]

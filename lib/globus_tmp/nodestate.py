@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ class GcpInstance:
     """The GCP running for a user on this node."""
 
     pid: int
-    create_time: float
+    start_ticks: int
     endpoint_id: str
     endpoint_name: str
     config_dir: str
@@ -54,7 +53,7 @@ class GcpInstance:
 
     @property
     def process(self) -> ProcessRef:
-        return ProcessRef(self.pid, self.create_time)
+        return ProcessRef(self.pid, self.start_ticks)
 
 
 @dataclass
@@ -70,21 +69,21 @@ class UserNodeState:
     error: Optional[str] = None
     error_at: Optional[float] = None
     drain_pid: Optional[int] = None
-    drain_create_time: Optional[float] = None
+    drain_start_ticks: Optional[int] = None
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
 
     @property
     def drain(self) -> ProcessRef | None:
-        if self.drain_pid is None or self.drain_create_time is None:
+        if self.drain_pid is None or self.drain_start_ticks is None:
             return None
-        return ProcessRef(self.drain_pid, self.drain_create_time)
+        return ProcessRef(self.drain_pid, self.drain_start_ticks)
 
     @drain.setter
     def drain(self, ref: ProcessRef | None) -> None:
         self.drain_pid = ref.pid if ref else None
-        self.drain_create_time = ref.create_time if ref else None
+        self.drain_start_ticks = ref.start_ticks if ref else None
 
     def live_instance(self) -> GcpInstance | None:
         """The recorded instance if its process still runs (pid and start time)."""
@@ -206,7 +205,8 @@ def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:
 
 def write_atomic(path: Path, text: str, mode: int) -> None:
     """Write a whole file so that readers see the old or the new content, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -2,6 +2,10 @@
 
 A pid is recycled; a pid with its start time is not (in practice). Node state stores
 both, so a GCP that died and whose pid went to another program is seen as dead.
+
+The liveness check is on the join path of every job, so it reads ``/proc/PID/stat``
+itself (the start time in clock ticks since boot); psutil, whose import costs about
+as much as the rest of the join path, is loaded only to kill process trees.
 """
 
 from __future__ import annotations
@@ -10,30 +14,40 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
-_START_TIME_TOLERANCE = 0.05
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in ticks) from ``/proc/PID/stat``; None if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces
+    return fields[0].decode(), int(fields[19])
 
 
 @dataclass(frozen=True)
 class ProcessRef:
-    """A process, named by pid and start time."""
+    """A process, named by pid and start time (clock ticks since boot)."""
 
     pid: int
-    create_time: float
+    start_ticks: int
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef:
-        return cls(pid, psutil.Process(pid).create_time())
+        stat = _stat(pid)
+        if stat is None:
+            raise ProcessLookupError(pid)
+        return cls(pid, stat[1])
 
     def alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            same = abs(proc.create_time() - self.create_time) < _START_TIME_TOLERANCE
-            return same and proc.status() != psutil.STATUS_ZOMBIE
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        stat = _stat(self.pid)
+        return stat is not None and stat[0] not in ("Z", "X") and stat[1] == self.start_ticks
 
     def wait_gone(self, timeout: float, poll: float = 0.1) -> bool:
         """Wait until the process has exited; True if it did within ``timeout``."""
@@ -52,6 +66,8 @@ class ProcessRef:
         """
         if not self.alive():
             return
+        import psutil
+
         victims = _tree(self.pid)
         _signal_all(self.pid, victims, signal.SIGTERM)
         _, alive = psutil.wait_procs(victims, timeout=grace)
@@ -61,6 +77,8 @@ class ProcessRef:
 
 
 def _tree(pid: int) -> list[psutil.Process]:
+    import psutil
+
     try:
         top = psutil.Process(pid)
         procs = [top, *top.children(recursive=True)]
@@ -77,6 +95,8 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def _signal_all(leader: int, procs: list[psutil.Process], sig: signal.Signals) -> None:
+    import psutil
+
     try:
         os.killpg(leader, sig)
     except OSError:

@@ -2,17 +2,17 @@
 
 Reconciling the job set against this (and not against slurmctld) keeps the epilog off
 the network: every job step on a node is run by a ``slurmstepd`` whose process title
-is ``slurmstepd: [<jobid>.<step>]``.
+is ``slurmstepd: [<jobid>.<step>]``. The scan reads ``/proc`` directly: it runs on the
+epilog's non-last path, where importing psutil would cost more than the scan.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Protocol
 
-import psutil
-
-_STEP = re.compile(r"\[(\d+)\.")
+_STEP = re.compile(rb"\[(\d+)\.")
 
 
 class JobProbe(Protocol):
@@ -21,17 +21,21 @@ class JobProbe(Protocol):
 
 
 class SlurmstepdJobs:
-    """:class:`JobProbe` reading slurmstepd process titles."""
+    """:class:`JobProbe` reading slurmstepd process titles from ``/proc``."""
 
     def live_job_ids(self) -> set[str]:
         found: set[str] = set()
-        for proc in psutil.process_iter(["name", "cmdline"]):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
             try:
-                if proc.info["name"] != "slurmstepd":
-                    continue
-                match = _STEP.search(" ".join(proc.info["cmdline"] or ()))
-            except psutil.Error:
+                with open(f"/proc/{entry.name}/comm", "rb") as fh:
+                    if fh.read().strip() != b"slurmstepd":
+                        continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    match = _STEP.search(fh.read())
+            except OSError:
                 continue
             if match:
-                found.add(match.group(1))
+                found.add(match.group(1).decode())
         return found

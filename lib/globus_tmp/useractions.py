@@ -107,7 +107,7 @@ class ForkedUserActions:
 def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:
     return GcpInstance(
         pid=ref.pid,
-        create_time=ref.create_time,
+        start_ticks=ref.start_ticks,
         endpoint_id=entry.endpoint_id,
         endpoint_name=entry.name,
         config_dir=str(entry.config_dir),

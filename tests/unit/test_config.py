@@ -1,0 +1,76 @@
+"""globus-tmp.conf: location, defaults, and one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from globus_tmp.config import Config, config_path, load_config, parse_config
+from globus_tmp.errors import ConfigError
+
+
+def test_file_beside_slurm_conf_or_named_by_env() -> None:
+    assert config_path({"SLURM_CONF": "/opt/lab/etc/slurm.conf"}) == (
+        Path("/opt/lab/etc/globus-tmp.conf"),
+        False,
+    )
+    assert config_path({}) == (Path("/etc/slurm/globus-tmp.conf"), False)
+    assert config_path({"GLOBUS_TMP_CONFIG": "/x.conf", "SLURM_CONF": "/y"}) == (
+        Path("/x.conf"),
+        True,
+    )
+
+
+def test_missing_default_file_means_defaults(tmp_path: Path) -> None:
+    cfg = load_config({"SLURM_CONF": str(tmp_path / "slurm.conf")})
+    assert cfg == Config()
+    assert cfg.exposed_paths == ("/tmp",) and cfg.on_failure == "continue"
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config({"GLOBUS_TMP_CONFIG": str(tmp_path / "nope.conf")})
+
+
+def test_values_are_read_and_expanded(tmp_path: Path) -> None:
+    conf = tmp_path / "globus-tmp.conf"
+    conf.write_text(
+        'gcp_path = "/opt/gcp/globusconnectpersonal"\nstate_dir = "/run/g/%n"\n'
+        'exposed_paths = ["/tmp", "/scratch/local"]\nstart_timeout = 5\non_failure = "fail"\n'
+    )
+    cfg = load_config({"GLOBUS_TMP_CONFIG": str(conf)})
+    assert cfg.state_dir_for("node7") == Path("/run/g/node7")
+    assert cfg.log_file_for("node7") == Path("/run/g/node7/hooks.log")
+    assert cfg.exposed_paths == ("/tmp", "/scratch/local")
+    assert cfg.start_timeout == 5.0 and cfg.on_failure == "fail"
+    assert cfg.user_dir_for("/home/alice") == Path("/home/alice/.globus-tmp")
+    assert cfg.source == str(conf)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("start_timout = 5", "unknown key 'start_timout'"),
+        ('start_timeout = "5"', "key 'start_timeout' must be a number of seconds > 0"),
+        ("linger_max = -1", "key 'linger_max' must be a number"),
+        ('exposed_paths = "/tmp"', "key 'exposed_paths' must be a non-empty list"),
+        ('exposed_paths = ["tmp"]', "absolute paths"),
+        ('on_failure = "drain"', 'key \'on_failure\' must be "continue" or "fail"'),
+        ('gcp_path = "globusconnectpersonal"', "key 'gcp_path' must be an absolute path"),
+        ("hook_timeout = 20\nstart_timeout = 15", "must exceed start_timeout"),
+        ("start_timeout = [", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_key_and_file(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "globus-tmp.conf"
+    conf.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({"GLOBUS_TMP_CONFIG": str(conf)})
+    assert message in str(info.value)
+    assert str(conf) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_percent_escapes() -> None:
+    cfg = parse_config({"state_dir": "/run/x%%y/%n/%q"}, "t")
+    assert cfg.state_dir_for("n1") == Path("/run/x%y/n1/%q")
