@@ -74,3 +74,9 @@ def test_bad_values_name_key_and_file(tmp_path: Path, text: str, message: str) -
 def test_percent_escapes() -> None:
     cfg = parse_config({"state_dir": "/run/x%%y/%n/%q"}, "t")
     assert cfg.state_dir_for("n1") == Path("/run/x%y/n1/%q")
+
+
+def test_sample_config_documents_the_defaults() -> None:
+    sample = Path(__file__).resolve().parents[2] / "slurm-conf-snippets" / "globus-tmp.conf"
+    cfg = load_config({"GLOBUS_TMP_CONFIG": str(sample)})
+    assert cfg == Config(source=str(sample))
