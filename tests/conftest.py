@@ -1,228 +1,24 @@
-"""Fixtures for running the real hooks, as real processes, as root, for real Unix users.
-
-The hooks run from the installed console scripts next to the interpreter running the
-tests (``tests/run`` builds that venv from Debian's /usr/bin/python3, so the job users
-can execute it). GCP is the emulator in ``tests/emulators``, copied into a
-world-readable scratch directory so the users can run it.
-"""
+"""Fixtures of the hook tests (``tests/test_hooks.py``); the support code is in hooksite.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "emulators"))
-
-from gcp_config_dir import create_config_dir  # noqa: E402
-
-BIN = Path(sys.executable).parent
-UNIT_USERS = ("gtunit1", "gtunit2", "gtunit3")
-USER_DIR = "~/.globus-tmp-unit"
-
-
-def _ensure_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
-        return pwd.getpwnam(name)
-
-
-def gcp_processes(uid: int | None = None) -> list[psutil.Process]:
-    """Running GCP emulator instances (the ``-start`` processes), optionally of one uid."""
-    found = []
-    for proc in psutil.process_iter(["uids", "cmdline", "status"]):
-        try:
-            argv = proc.info["cmdline"] or []
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if not any(a.endswith("globusconnectpersonal") for a in argv) or "-start" not in argv:
-                continue
-            if uid is None or proc.info["uids"].real == uid:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-def all_user_processes(uid: int) -> list[psutil.Process]:
-    out = []
-    for proc in psutil.process_iter(["uids", "status"]):
-        try:
-            if proc.info["uids"].real == uid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except psutil.Error:
-            continue
-    return out
-
-
-@dataclass
-class TestUser:
-    name: str
-    uid: int
-    gid: int
-    home: Path
-
-    @property
-    def user_dir(self) -> Path:
-        return self.home / USER_DIR[2:]
-
-    def make_pool(self, count: int) -> list[str]:
-        ids = []
-        for i in range(1, count + 1):
-            ids.append(
-                create_config_dir(self.user_dir / "endpoints" / f"ep{i}", self.uid, self.gid)
-            )
-        for path in (self.user_dir, self.user_dir / "endpoints"):
-            os.chown(path, self.uid, self.gid)
-            os.chmod(path, 0o700)
-        return ids
-
-    def registry(self) -> dict[str, object]:
-        path = self.user_dir / "registry.json"
-        if not path.exists():
-            return {}
-        leases: dict[str, object] = json.loads(path.read_text())["leases"]
-        return leases
-
-
-@dataclass
-class Site:
-    """One test's world: config, state, GCP wrapper; hooks run against it."""
-
-    root: Path
-    config: Path
-    users: dict[str, TestUser]
-    settings: dict[str, object] = field(default_factory=dict)
-
-    def state_dir(self, node: str = "n1") -> Path:
-        return self.root / "state" / node
-
-    def hook_log(self, node: str = "n1") -> str:
-        path = self.state_dir(node) / "hooks.log"
-        return path.read_text() if path.exists() else ""
-
-    def state(self, user: str, node: str = "n1") -> dict[str, object]:
-        data: dict[str, object] = json.loads(
-            (self.state_dir(node) / "users" / f"{user}.json").read_text()
-        )
-        return data
-
-    def gcp_wrapper(self, name: str, **knobs: str) -> str:
-        """A launcher that sets emulator knobs and execs the emulator (hooks clean the env)."""
-        env = {
-            "GCP_EMULATOR_STATUS_INTERVAL": "0.3",
-            "GCP_EMULATOR_CONNECT_DELAY": "0.6",
-            "GCP_EMULATOR_STOP_DELAY": "0.3",
-            **knobs,
-        }
-        path = self.root / f"gcp-{name}"
-        exports = " ".join(f"{k}={v}" for k, v in env.items())
-        path.write_text(
-            f'#!/bin/sh\n{exports} exec {self.root}/emulators/globusconnectpersonal "$@"\n'
-        )
-        path.chmod(0o755)
-        return str(path)
-
-    def configure(self, **settings: object) -> None:
-        self.settings.update(settings)
-        lines = []
-        for key, value in self.settings.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        self.config.write_text("\n".join(lines) + "\n")
-
-    def _hook_env(self, job: str, user: str, node: str) -> dict[str, str]:
-        u = self.users[user]
-        return {
-            "SLURM_JOB_ID": job,
-            "SLURM_JOB_USER": u.name,
-            "SLURM_JOB_UID": str(u.uid),
-            "SLURM_JOB_GID": str(u.gid),
-            "SLURMD_NODENAME": node,
-            "SLURM_SCRIPT_CONTEXT": "prolog_slurmd",
-            "GLOBUS_TMP_CONFIG": str(self.config),
-        }
-
-    def hook(self, name: str, job: str, user: str, node: str = "n1", wait: bool = True):  # type: ignore[no-untyped-def]
-        """Run globus-tmp-<name> as slurmd would (root, no PATH); Popen if not wait."""
-        argv = [str(BIN / f"globus-tmp-{name}")]
-        env = self._hook_env(job, user, node)
-        if not wait:
-            return subprocess.Popen(
-                argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-
-    def prolog(
-        self, job: str, user: str = "gtunit1", node: str = "n1"
-    ) -> subprocess.CompletedProcess[str]:
-        return self.hook("prolog", job, user, node)  # type: ignore[no-any-return]
-
-    def epilog(
-        self, job: str, user: str = "gtunit1", node: str = "n1"
-    ) -> subprocess.CompletedProcess[str]:
-        return self.hook("epilog", job, user, node)  # type: ignore[no-any-return]
-
-    def as_user(
-        self, user: str, argv: list[str], node: str = "n1", job: str = "1"
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command as the job user inside a 'job' on ``node`` (TaskProlog, CLI)."""
-        env = [
-            f"GLOBUS_TMP_CONFIG={self.config}",
-            f"SLURMD_NODENAME={node}",
-            f"SLURM_JOB_ID={job}",
-            "PATH=/usr/bin:/bin",
-        ]
-        return subprocess.run(
-            ["runuser", "-u", user, "--", "env", "-i", *env, *argv],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def endpoint(
-        self, user: str = "gtunit1", *args: str, node: str = "n1"
-    ) -> subprocess.CompletedProcess[str]:
-        return self.as_user(user, [str(BIN / "globus-tmp-endpoint"), *args], node=node)
-
-    def taskprolog(
-        self, user: str = "gtunit1", node: str = "n1"
-    ) -> subprocess.CompletedProcess[str]:
-        return self.as_user(user, [str(BIN / "globus-tmp-taskprolog")], node=node)
-
-
-def _kill_user_processes(uid: int) -> None:
-    for proc in all_user_processes(uid):
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    deadline = time.monotonic() + 10
-    while all_user_processes(uid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _kill_drains() -> None:
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "globus_tmp_epilog.drain" in " ".join(proc.info["cmdline"] or []):
-                proc.kill()
-        except psutil.Error:
-            pass
+from hooksite import (
+    HERE,
+    UNIT_USERS,
+    USER_DIR,
+    Site,
+    TestUser,
+    ensure_user,
+    kill_drains,
+    kill_user_processes,
+)
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +27,7 @@ def unit_users() -> dict[str, TestUser]:
         pytest.fail("the hook tests run as root (as slurmd runs the hooks): use tests/run")
     users = {}
     for name in UNIT_USERS:
-        pw = _ensure_user(name)
+        pw = ensure_user(name)
         users[name] = TestUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
     return users
 
@@ -244,7 +40,7 @@ def site(unit_users: dict[str, TestUser]) -> Iterator[Site]:
     for path in (root / "emulators").rglob("*"):
         path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
     for user in unit_users.values():
-        _kill_user_processes(user.uid)
+        kill_user_processes(user.uid)
         shutil.rmtree(user.user_dir, ignore_errors=True)
         Path(f"/tmp/globusconnect_{user.uid}.sock").unlink(missing_ok=True)
     s = Site(root=root, config=root / "globus-tmp.conf", users=unit_users)
@@ -261,9 +57,9 @@ def site(unit_users: dict[str, TestUser]) -> Iterator[Site]:
     try:
         yield s
     finally:
-        _kill_drains()
+        kill_drains()
         for user in unit_users.values():
-            _kill_user_processes(user.uid)
+            kill_user_processes(user.uid)
             shutil.rmtree(user.user_dir, ignore_errors=True)
             Path(f"/tmp/globusconnect_{user.uid}.sock").unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)

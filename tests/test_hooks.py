@@ -11,7 +11,7 @@ import threading
 import time
 
 import psutil
-from conftest import Site, all_user_processes, gcp_processes
+from hooksite import Site, all_user_processes, gcp_processes
 
 
 def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]

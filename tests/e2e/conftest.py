@@ -1,0 +1,66 @@
+"""Fixtures for the end-to-end tests: a real Slurm cluster (tests/lab) with the hooks.
+
+``lab`` (session): brings up a 3-node lab with the checkout installed as the hooks and
+ALWAYS takes it down at the end, so a test run leaves no daemon, job or GCP behind.
+Each test then starts from a clean lab (autouse ``clean_lab``): no jobs, default
+globus-tmp.conf and GCP wrapper, empty pools, no GCP running.
+
+These tests need root (slurmd, munged, users); as root they always run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_jobs import clear_flags, install_probe
+from slurmlab import GCP_WRAPPER, SlurmLab
+
+NODES = 3
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[SlurmLab]:
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm lab needs root")
+    the_lab = SlurmLab(nodes=NODES, hooks=True, verbose=True)
+    try:
+        the_lab.up()
+        install_probe(the_lab)
+        yield the_lab
+    finally:
+        the_lab.down()
+        the_lab.clear_job_outputs()
+        clear_flags(the_lab)
+
+
+@pytest.fixture(autouse=True)
+def clean_lab(lab: SlurmLab) -> Iterator[SlurmLab]:
+    """Every test starts idle, with the default config and GCP wrapper, and no pools.
+
+    Afterwards, a GCP still running once every job is over is that test's failure (the
+    epilog should have stopped it); it is killed so the next test starts clean.
+    """
+    lab.cancel_all_jobs()
+    lab.kill_gcp()
+    lab.write_gcp_wrapper(GCP_WRAPPER)
+    lab.write_globus_tmp_conf()
+    for user in lab.users:
+        lab.clear_pool(user)
+    clear_flags(lab)
+    yield lab
+    lab.cancel_all_jobs()
+    left = lab.wait_no_gcp(timeout=60)
+    lab.kill_gcp()
+    lab.write_gcp_wrapper(GCP_WRAPPER)
+    lab.write_globus_tmp_conf()
+    clear_flags(lab)
+    if left:
+        pytest.fail(f"GCP still running 60 s after the last job ended: {left}")

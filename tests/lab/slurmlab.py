@@ -1,0 +1,1382 @@
+"""A real multi-node Slurm cluster on one machine: the "lab" for globus-tmp's end-to-end tests.
+
+Why a real cluster: the hooks' hard parts (prologs and epilogs of overlapping jobs running
+concurrently, an epilog per node of a multi-node job, TaskProlog output reaching the job,
+what drains a node) are Slurm's behaviour, not ours, so the tests must run under slurmd.
+
+How it is put together (see /work/shared/FACTS.md, "A real multi-node Slurm cluster"):
+
+- Debian's Slurm 22.05 and munge, installed on demand. Our own munged (own key, socket, pid
+  and log under the lab root) so a system munge, if any, is neither needed nor disturbed.
+- One slurmctld and one ``slurmd -N nK`` per node, all on 127.0.0.1 with distinct ports.
+  Each slurmd runs in its own mount namespace with a private tmpfs on ``/tmp`` (GCP's
+  control socket ``/tmp/globusconnect_<uid>.sock`` is per host, so each node needs its own
+  ``/tmp``) and on ``/run/globus-tmp`` (node-local hook state). ``/home``, ``/opt`` and the
+  rest stay shared, like a cluster's shared file systems.
+- Nothing under /etc/slurm is touched: the lab writes its own slurm.conf and the hooks'
+  globus-tmp.conf beside it, under a lab root outside ``/tmp`` (a node with a private
+  ``/tmp`` cannot see the host's, so everything nodes execute or read lives there: the
+  hooks' venv, a copy of tests/emulators, the GCP wrapper scripts).
+- The hooks' venv is built from ``/usr/bin/python3`` because the default python3 here lives
+  under /root (mode 0700) and the job users could not execute console scripts made from it.
+
+Stdlib only, so the lab runs from any Python 3.9+ (pytest's, or /usr/bin/python3).
+Everything that needs root says so by failing early: the lab is root-only by nature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout this file lives in: what the lab installs into its venv."""
+
+DEFAULT_ROOT = Path(os.environ.get("GLOBUS_TMP_LAB_ROOT", "/opt/globus-tmp-lab"))
+"""Outside /tmp on purpose: nodes with a private /tmp must still see everything here."""
+
+LAB_USERS: tuple[str, ...] = ("gtalice", "gtbob", "gtcarol")
+APT_PACKAGES: tuple[str, ...] = ("slurmctld", "slurmd", "slurm-client", "munge", "python3-venv")
+HOST_PYTHON = "/usr/bin/python3"
+NODE_STATE_MOUNT = "/run/globus-tmp"
+HOOK_SCRIPTS = {
+    "Prolog": "globus-tmp-prolog",
+    "Epilog": "globus-tmp-epilog",
+    "TaskProlog": "globus-tmp-taskprolog",
+}
+ENDPOINT_CLI = "globus-tmp-endpoint"
+GCP_WRAPPER = "globusconnectpersonal"
+"""Name of the default GCP wrapper in ``<root>/bin``: the emulator with the lab's knobs."""
+
+# Job states after which a job no longer holds its nodes (COMPLETING does: its epilogs run).
+_ACTIVE_JOB_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+        "STOPPED",
+    }
+)
+
+PathLike = Union[str, "os.PathLike[str]"]
+TomlValue = Union[str, int, float, bool, Sequence[str]]
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message says why and shows the logs."""
+
+
+@dataclass(frozen=True)
+class GcpProc:
+    """One running GCP (emulator) instance, as seen from the host."""
+
+    pid: int
+    uid: int
+    user: str
+    node: Optional[str]
+    """The lab node whose mount namespace the process is in (None: none of them)."""
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The fields of ``scontrol show job`` the tests look at."""
+
+    job_id: str
+    state: str
+    exit_code: str
+    reason: str
+    restarts: int
+    nodes: str
+    raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in _ACTIVE_JOB_STATES
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 120,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+    input: Optional[str] = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with captured text output; a failure names the command and its output."""
+    try:
+        cp = subprocess.run(
+            list(argv),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout}s: {shlex.join(argv)}") from exc
+    if check and cp.returncode != 0:
+        raise LabError(
+            f"command failed (rc={cp.returncode}): {shlex.join(argv)}\n"
+            f"stdout:\n{cp.stdout.strip()}\nstderr:\n{cp.stderr.strip()}"
+        )
+    return cp
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(cannot read {path}: {exc.strerror})"
+    return "\n".join(text[-lines:])
+
+
+def _proc_start_time(pid: int) -> Optional[int]:
+    """Start time of a pid in clock ticks since boot: with the pid, a process's identity."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def _proc_state(pid: int) -> Optional[str]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def _proc_alive(pid: int, start_time: Optional[int] = None) -> bool:
+    """True while the process exists, is not a zombie, and (if given) started when recorded."""
+    state = _proc_state(pid)
+    if state is None or state in ("Z", "X"):
+        return False
+    return start_time is None or _proc_start_time(pid) == start_time
+
+
+def _proc_argv(pid: int) -> tuple[str, ...]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ()
+    return tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+
+
+def _proc_uid(pid: int) -> Optional[int]:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _proc_ppid(pid: int) -> Optional[int]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _mnt_ns(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _all_pids() -> Iterator[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _toml_value(value: TomlValue) -> str:
+    # JSON string escapes are valid TOML basic-string escapes for everything we write.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _parse_scontrol_record(line: str) -> dict[str, str]:
+    """Parse one ``scontrol -o`` record (``Key=Value`` pairs; values may hold spaces)."""
+    out: dict[str, str] = {}
+    # Keys are CamelCase words (some with '/' or ':'); a value runs up to the next ' Key='.
+    for m in re.finditer(
+        r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=(.*?)(?=\s[A-Za-z][A-Za-z0-9_/:]*=|$)", line
+    ):
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+class SlurmLab:
+    """A Slurm cluster of ``nodes`` nodes (n1..nN) on this machine, with globus-tmp's hooks.
+
+    Typical use (as root)::
+
+        lab = SlurmLab(nodes=3)
+        lab.up()
+        try:
+            lab.make_pool("gtalice", 2)
+            jid = lab.sbatch("gtalice", "#!/bin/bash\\nglobus-tmp-endpoint\\n", "-w", "n1")
+            lab.wait_jobs([jid])
+            print(lab.job_output(jid))
+        finally:
+            lab.down()
+
+    The pids the lab starts are recorded in ``<root>/run/lab.json`` so that another process
+    (``lab down`` from a shell after a crashed test run) can stop exactly those.
+    """
+
+    def __init__(
+        self,
+        root: PathLike = DEFAULT_ROOT,
+        nodes: Optional[int] = None,
+        *,
+        repo: PathLike = REPO_ROOT,
+        hooks: bool = True,
+        base_port: int = 17817,
+        status_interval: float = 1.0,
+        connect_delay: float = 1.0,
+        cpus_per_node: int = 4,
+        ready_timeout: float = 60.0,
+        verbose: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        if nodes is None:  # the running lab's size, else 3
+            nodes = len(self._load_state().get("nodes", ())) or 3
+        if nodes < 1:
+            raise ValueError("a lab needs at least one node")
+        self.nodes: tuple[str, ...] = tuple(f"n{i}" for i in range(1, nodes + 1))
+        self.repo = Path(repo)
+        self.hooks = hooks
+        self.base_port = base_port
+        self.status_interval = status_interval
+        self.connect_delay = connect_delay
+        self.cpus_per_node = cpus_per_node
+        self.ready_timeout = ready_timeout
+        self.verbose = verbose
+        self.users = LAB_USERS
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ----------------------------------------------------------------- paths
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def slurm_conf(self) -> Path:
+        return self.etc_dir / "slurm.conf"
+
+    @property
+    def globus_tmp_conf(self) -> Path:
+        """Beside slurm.conf: the hooks find it through $SLURM_CONF's directory."""
+        return self.etc_dir / "globus-tmp.conf"
+
+    @property
+    def venv(self) -> Path:
+        return self.root / "venv"
+
+    @property
+    def venv_bin(self) -> Path:
+        return self.venv / "bin"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Wrapper scripts (GCP with the emulator's knobs set) live here."""
+        return self.root / "bin"
+
+    @property
+    def emulators_dir(self) -> Path:
+        """A copy of tests/emulators: CI's checkout may sit under /tmp, invisible to nodes."""
+        return self.root / "emulators"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def munge_dir(self) -> Path:
+        return self.root / "munge"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_dir / "munge.socket"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "lab.json"
+
+    @property
+    def slurmctld_log(self) -> Path:
+        return self.log_dir / "slurmctld.log"
+
+    def slurmd_log(self, node: str) -> Path:
+        return self.log_dir / f"slurmd.{node}.log"
+
+    @property
+    def ctld_port(self) -> int:
+        return self.base_port
+
+    def node_port(self, node: str) -> int:
+        return self.base_port + self.nodes.index(node) + 1
+
+    def node_state_dir(self, node: str) -> str:
+        """The hooks' node-local state dir (``state_dir = "/run/globus-tmp/%n"``)."""
+        return f"{NODE_STATE_MOUNT}/{node}"
+
+    def home(self, user: str) -> Path:
+        return Path(pwd.getpwnam(user).pw_dir)
+
+    def user_env(self, user: str, extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+        """A clean environment for commands run as a lab user (nothing of root's leaks in)."""
+        pw = pwd.getpwnam(user)
+        env = {
+            "HOME": pw.pw_dir,
+            "USER": user,
+            "LOGNAME": user,
+            "SHELL": pw.pw_shell or "/bin/sh",
+            "LANG": "C.UTF-8",
+            "PATH": f"{self.venv_bin}:/usr/bin:/bin",
+            "SLURM_CONF": str(self.slurm_conf),
+        }
+        env.update(extra or {})
+        return env
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+    # ----------------------------------------------------------------- up
+
+    def up(self, force: bool = False) -> float:
+        """Bring the cluster up from whatever state it is in; return the seconds it took.
+
+        Idempotent: a lab that is (partly) running is taken down first, so each ``up``
+        starts from known processes and picks up code and config changes.
+        """
+        t0 = time.monotonic()
+        self._require_root()
+        self.down(quiet=True, force=force)
+        self.ensure_packages()
+        self._prepare_dirs()
+        self.ensure_users()
+        self._copy_emulators()
+        self.write_gcp_wrapper(GCP_WRAPPER)
+        if self.hooks:
+            self.install_hooks()
+        self._ensure_munge_key()
+        self._check_ports()
+        self.write_globus_tmp_conf()
+        self._write_slurm_conf()
+        state: dict[str, Any] = {
+            "nodes": list(self.nodes),
+            "owner": [os.getpid(), _proc_start_time(os.getpid())],
+            "slurmd": {},
+            "ns": {},
+        }
+        try:
+            state["munged"] = self._start_munged()
+            self._save_state(state)
+            state["slurmctld"] = self._start_slurmctld()
+            self._save_state(state)
+            for node in self.nodes:
+                pid, start = self._start_slurmd(node)
+                state["slurmd"][node] = [pid, start]
+                self._save_state(state)
+            state["ns"] = self._wait_namespaces(state)
+            self._save_state(state)
+            self._wait_ready()
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        took = time.monotonic() - t0
+        self._log(f"up in {took:.1f}s: nodes {', '.join(self.nodes)} idle")
+        return took
+
+    @staticmethod
+    def _require_root() -> None:
+        if os.geteuid() != 0:
+            raise LabError("the Slurm lab needs root (it starts slurmd, munged, creates users)")
+
+    def ensure_packages(self) -> None:
+        """apt-get install what is missing; ``apt-get update`` only when the install needs it."""
+        missing = [p for p in APT_PACKAGES if not self._dpkg_installed(p)]
+        if not missing:
+            return
+        self._log(f"installing {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-q", *missing]
+        lists = Path("/var/lib/apt/lists")
+        if not any(lists.glob("*Packages*")):
+            _run(["apt-get", "update", "-q"], env=env, timeout=600)
+        if _run(install, env=env, timeout=900, check=False).returncode != 0:
+            _run(["apt-get", "update", "-q"], env=env, timeout=600)
+            _run(install, env=env, timeout=900)
+
+    @staticmethod
+    def _dpkg_installed(pkg: str) -> bool:
+        cp = _run(["dpkg-query", "-W", "-f=${Status}", pkg], check=False)
+        return cp.returncode == 0 and cp.stdout.strip().endswith(" installed")
+
+    def _prepare_dirs(self) -> None:
+        # The lab root must be traversable by the job users (venv, wrappers, slurm.conf).
+        for d in (
+            self.root,
+            self.etc_dir,
+            self.bin_dir,
+            self.log_dir,
+            self.run_dir,
+            self.spool_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+        for leftover in self.spool_dir.iterdir():
+            # Old job scripts and node state would make slurmd try to recover dead jobs.
+            shutil.rmtree(leftover, ignore_errors=True)
+        for log in self.log_dir.glob("*.log"):
+            log.unlink()
+        Path(NODE_STATE_MOUNT).mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def ensure_users(self) -> None:
+        """Create the test users (idempotent), homes under /home as on a shared-home cluster."""
+        for user in self.users:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                _run(
+                    [
+                        "useradd",
+                        "--create-home",
+                        "--home-dir",
+                        f"/home/{user}",
+                        "--shell",
+                        "/bin/bash",
+                        "--user-group",
+                        user,
+                    ]
+                )
+            home = self.home(user)
+            if not home.is_dir():
+                home.mkdir(parents=True)
+                pw = pwd.getpwnam(user)
+                os.chown(home, pw.pw_uid, pw.pw_gid)
+                home.chmod(0o750)
+
+    def _copy_emulators(self) -> None:
+        src = self.repo / "tests" / "emulators"
+        if self.emulators_dir.exists():
+            shutil.rmtree(self.emulators_dir)
+        if src.is_dir():
+            shutil.copytree(
+                src, self.emulators_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            self.emulators_dir.mkdir()
+        for p in [self.emulators_dir, *self.emulators_dir.rglob("*")]:
+            # Readable (and, where executable at source, runnable) by every job user.
+            mode = p.stat().st_mode
+            p.chmod(0o755 if p.is_dir() or mode & 0o111 else 0o644)
+
+    def write_gcp_wrapper(self, name: str = GCP_WRAPPER, **env: Union[str, int, float]) -> Path:
+        """Write ``<root>/bin/<name>``: sets the emulator's knobs, then execs the emulator.
+
+        The hooks start GCP with a clean environment, so knobs such as
+        ``GCP_EMULATOR_STATUS_INTERVAL`` or ``GCP_EMULATOR_MODE`` can only reach the emulator
+        through a wrapper like this one. Point ``gcp_path`` at the returned path.
+        """
+        knobs: dict[str, str] = {
+            "GCP_EMULATOR_STATUS_INTERVAL": str(self.status_interval),
+            "GCP_EMULATOR_CONNECT_DELAY": str(self.connect_delay),
+        }
+        knobs.update({k: str(v) for k, v in env.items()})
+        lines = [
+            "#!/bin/sh",
+            "# Written by tests/lab/slurmlab.py: the GCP emulator with lab knobs.",
+        ]
+        lines.append("PATH=/usr/bin:/bin; export PATH")
+        lines += [f"{k}={shlex.quote(v)}; export {k}" for k, v in sorted(knobs.items())]
+        lines.append(f'exec {shlex.quote(str(self.emulators_dir / GCP_WRAPPER))} "$@"')
+        path = self.bin_dir / name
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o755)
+        return path
+
+    def install_hooks(self) -> None:
+        """(Re)install the checkout into the lab venv, so each ``up`` runs the current code.
+
+        Built from a copy of the checkout: an in-tree setuptools build would leave build/
+        and *.egg-info in the repo. Dependencies are installed once; later runs only
+        force-reinstall the project itself (seconds, no network; ``wheel`` and a recent
+        setuptools in the venv make ``--no-build-isolation`` possible).
+        """
+        if not (self.venv_bin / "python").exists():
+            self._log(f"creating venv {self.venv} from {HOST_PYTHON}")
+            _run([HOST_PYTHON, "-m", "venv", str(self.venv)], timeout=300)
+        src = self.root / "src"
+        if src.exists():
+            shutil.rmtree(src)
+        shutil.copytree(
+            self.repo,
+            src,
+            ignore=shutil.ignore_patterns(
+                ".git",
+                "tests",
+                "bench",
+                "build",
+                "dist",
+                "*.egg-info",
+                "__pycache__",
+                "*.pyc",
+                ".venv",
+                "venv",
+                ".mypy_cache",
+                ".ruff_cache",
+                ".pytest_cache",
+            ),
+        )
+        pip = [str(self.venv_bin / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+        marker = self.venv / ".lab-deps-installed"
+        pyproject = self.repo / "pyproject.toml"
+        stamp = pyproject.read_bytes() if pyproject.exists() else b""
+        for attempt in (1, 2):
+            deps_now = not (marker.exists() and marker.read_bytes() == stamp)
+            if deps_now:
+                self._log("installing the checkout's dependencies into the lab venv")
+                cp = _run(
+                    [*pip, "install", "wheel", "setuptools>=64", str(src)], check=False, timeout=900
+                )
+                if cp.returncode != 0:
+                    raise LabError(
+                        f"pip install of {self.repo} into {self.venv} failed; the hooks cannot "
+                        f"be installed (`lab up --no-hooks` gives a cluster without them):\n"
+                        f"{cp.stdout.strip()[-2000:]}\n{cp.stderr.strip()[-3000:]}"
+                    )
+                marker.write_bytes(stamp)
+            # The project itself, always: same version number, new code.
+            cp = _run(
+                [
+                    *pip,
+                    "install",
+                    "--no-deps",
+                    "--force-reinstall",
+                    "--no-build-isolation",
+                    str(src),
+                ],
+                check=False,
+                timeout=300,
+            )
+            if cp.returncode == 0:
+                break
+            marker.unlink()
+            if deps_now or attempt == 2:
+                raise LabError(
+                    f"pip install of {self.repo} into {self.venv} failed:\n"
+                    f"{cp.stdout.strip()[-2000:]}\n{cp.stderr.strip()[-3000:]}"
+                )
+        missing = [
+            s for s in [*HOOK_SCRIPTS.values(), ENDPOINT_CLI] if not (self.venv_bin / s).exists()
+        ]
+        if missing:
+            raise LabError(
+                f"installed {self.repo}, but {', '.join(missing)} missing from {self.venv_bin}"
+            )
+
+    def hooks_installable(self) -> bool:
+        """Whether the checkout looks like it provides the hooks (for skipping early)."""
+        return (self.repo / "pyproject.toml").exists() and any((self.repo / "prolog").glob("*.py"))
+
+    def _ensure_munge_key(self) -> None:
+        self.munge_dir.mkdir(mode=0o755, exist_ok=True)
+        pw = pwd.getpwnam("munge")
+        os.chown(self.munge_dir, pw.pw_uid, pw.pw_gid)
+        self.munge_dir.chmod(0o755)
+        key = self.munge_dir / "munge.key"
+        if not key.exists():
+            _run(["mungekey", "--create", f"--keyfile={key}"])
+        os.chown(key, pw.pw_uid, pw.pw_gid)
+        key.chmod(0o600)
+
+    def _check_ports(self) -> None:
+        ports = [self.ctld_port, *(self.node_port(n) for n in self.nodes)]
+        busy = [p for p in ports if not _port_free(p)]
+        if busy:
+            raise LabError(f"ports {busy} on 127.0.0.1 are in use; pick another base_port")
+
+    def write_globus_tmp_conf(self, **overrides: Optional[TomlValue]) -> Path:
+        """(Re)write the hooks' globus-tmp.conf; an override of None drops that key.
+
+        The hooks read it on every call, so a test can switch e.g. ``gcp_path`` to a broken
+        program between jobs without restarting anything.
+        """
+        conf: dict[str, Optional[TomlValue]] = {
+            "gcp_path": str(self.bin_dir / GCP_WRAPPER),
+            "state_dir": f"{NODE_STATE_MOUNT}/%n",
+            "user_dir": "~/.globus-tmp",
+            "exposed_paths": ["/tmp"],
+            "start_timeout": 30,
+            "stop_grace": 10,
+            "linger_max": 120,
+            "linger_poll_seconds": 2,
+            "on_failure": "continue",
+        }
+        conf.update(overrides)
+        text = "# Written by tests/lab/slurmlab.py for the lab cluster.\n" + "".join(
+            f"{k} = {_toml_value(v)}\n" for k, v in conf.items() if v is not None
+        )
+        tmp = self.globus_tmp_conf.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(self.globus_tmp_conf)  # atomic: a hook never reads half a file
+        return self.globus_tmp_conf
+
+    def _write_slurm_conf(self) -> None:
+        host = socket.gethostname().split(".")[0]
+        hooks = ""
+        if self.hooks:
+            hooks = "".join(f"{k}={self.venv_bin / v}\n" for k, v in HOOK_SCRIPTS.items())
+        nodes = "".join(
+            f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.node_port(n)} "
+            f"CPUs={self.cpus_per_node} RealMemory=1000 State=UNKNOWN\n"
+            for n in self.nodes
+        )
+        text = f"""\
+# Written by tests/lab/slurmlab.py: a {len(self.nodes)}-node lab cluster on one machine.
+ClusterName=gtlab
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={self.ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+StateSaveLocation={self.spool_dir}/ctld
+SlurmdSpoolDir={self.spool_dir}/slurmd.%n
+SlurmctldPidFile={self.run_dir}/slurmctld.pid
+SlurmdPidFile={self.run_dir}/slurmd.%n.pid
+SlurmctldLogFile={self.slurmctld_log}
+SlurmdLogFile={self.log_dir}/slurmd.%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SlurmdParameters=config_overrides
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+SlurmdTimeout=30
+SlurmctldTimeout=30
+MessageTimeout=5
+TCPTimeout=2
+KillWait=5
+InactiveLimit=0
+MinJobAge=600
+JobRequeue=0
+MailProg=/bin/true
+PrologFlags=Alloc
+PrologEpilogTimeout=180
+{hooks}{nodes}PartitionName=lab Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
+"""
+        self.slurm_conf.write_text(text)
+        self.slurm_conf.chmod(0o644)
+
+    def _spawn(self, argv: Sequence[str], log: Path, **kw: Any) -> tuple[int, int]:
+        """Start a daemon in the foreground of its own session; return (pid, start time)."""
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.root,
+                **kw,
+            )
+        self._children[proc.pid] = proc
+        start = None
+        for _ in range(50):
+            start = _proc_start_time(proc.pid)
+            if start is not None:
+                break
+            time.sleep(0.01)
+        if start is None or proc.poll() is not None:
+            raise LabError(f"{argv[0]} exited at once (rc={proc.poll()}):\n{_tail(log)}")
+        return proc.pid, start
+
+    def _start_munged(self) -> list[int]:
+        pw = pwd.getpwnam("munge")
+        log = self.munge_dir / "munged.log"
+        argv = [
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={self.munge_socket}",
+            f"--key-file={self.munge_dir / 'munge.key'}",
+            f"--pid-file={self.munge_dir / 'munged.pid'}",
+            f"--log-file={log}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+        ]
+        pid, start = self._spawn(
+            argv, self.log_dir / "munged.out", user=pw.pw_uid, group=pw.pw_gid, extra_groups=[]
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _proc_alive(pid):
+                raise LabError(f"munged died:\n{_tail(log)}\n{_tail(self.log_dir / 'munged.out')}")
+            if self.munge_socket.exists():
+                cp = subprocess.run(
+                    f"munge -n -S {shlex.quote(str(self.munge_socket))} | "
+                    f"unmunge -S {shlex.quote(str(self.munge_socket))}",
+                    shell=True,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if cp.returncode == 0:
+                    return [pid, start]
+            time.sleep(0.1)
+        raise LabError(f"munged not answering on {self.munge_socket}:\n{_tail(log)}")
+
+    def _start_slurmctld(self) -> list[int]:
+        # -c: a clean start every time (no jobs recovered from an earlier lab).
+        pid, start = self._spawn(
+            ["slurmctld", "-D", "-c", "-i", "-f", str(self.slurm_conf)],
+            self.log_dir / "slurmctld.out",
+        )
+        return [pid, start]
+
+    def _start_slurmd(self, node: str) -> tuple[int, int]:
+        # unshare execs sh, which execs slurmd: the pid we get is slurmd's, and the mounts
+        # exist only in slurmd's namespace (and its jobs', prologs' and epilogs').
+        script = (
+            "set -e; mount -t tmpfs -o mode=1777 tmpfs /tmp && chmod 1777 /tmp && "
+            f"mount -t tmpfs -o mode=0755 tmpfs {NODE_STATE_MOUNT} && "
+            f"exec slurmd -D -N {node} -f {shlex.quote(str(self.slurm_conf))}"
+        )
+        return self._spawn(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            self.log_dir / f"slurmd.{node}.out",
+        )
+
+    def _wait_namespaces(self, state: Mapping[str, Any]) -> dict[str, str]:
+        """Wait until each slurmd is exec'd in its own namespace; record the namespace ids."""
+        host_ns = _mnt_ns(1) or _mnt_ns(os.getpid())
+        out: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        for node in self.nodes:
+            pid = state["slurmd"][node][0]
+            while True:
+                ns, argv = _mnt_ns(pid), _proc_argv(pid)
+                if argv and Path(argv[0]).name == "slurmd" and ns and ns != host_ns:
+                    out[node] = ns
+                    break
+                if not _proc_alive(pid):
+                    raise LabError(f"slurmd for {node} died:\n{self._logs_excerpt()}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"slurmd for {node} did not start:\n{self._logs_excerpt()}")
+                time.sleep(0.05)
+        return out
+
+    def _wait_ready(self) -> None:
+        """Ready means ready: every node idle in sinfo (drained ones resumed), bounded."""
+        deadline = time.monotonic() + self.ready_timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self._check_daemons()
+            try:
+                states = self.sinfo_states()
+            except LabError:
+                states = {}
+            bad = [n for n, s in states.items() if "drain" in s or s.startswith("down")]
+            for n in bad:
+                if "drain" in states[n]:
+                    self.scontrol("update", f"nodename={n}", "state=resume", check=False)
+            if len(states) == len(self.nodes) and all(s == "idle" for s in states.values()):
+                return
+            time.sleep(0.5)
+        raise LabError(
+            f"nodes not idle after {self.ready_timeout:.0f}s: {states or 'sinfo gave nothing'}\n"
+            + self._logs_excerpt()
+        )
+
+    def _check_daemons(self) -> None:
+        state = self._load_state()
+        dead = [name for name, pid, start in self._recorded(state) if not _proc_alive(pid, start)]
+        if dead:
+            raise LabError(f"lab daemons died: {', '.join(dead)}\n{self._logs_excerpt()}")
+
+    def _logs_excerpt(self, lines: int = 20) -> str:
+        parts = [f"--- {self.slurmctld_log} (tail) ---\n{_tail(self.slurmctld_log, lines)}"]
+        for node in self.nodes:
+            log = self.slurmd_log(node)
+            parts.append(f"--- {log} (tail) ---\n{_tail(log, lines)}")
+            out = self.log_dir / f"slurmd.{node}.out"
+            if out.exists() and out.stat().st_size:
+                parts.append(f"--- {out} (tail) ---\n{_tail(out, lines)}")
+        return "\n".join(parts)
+
+    # ----------------------------------------------------------------- state file
+
+    def _save_state(self, state: Mapping[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _recorded(state: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+        """(name, pid, start time) of every daemon in the state file, slurmds first."""
+        out = [(f"slurmd {n}", int(p), int(s)) for n, (p, s) in state.get("slurmd", {}).items()]
+        for name in ("slurmctld", "munged"):
+            if state.get(name):
+                pid, start = state[name]
+                out.append((name, int(pid), int(start)))
+        return out
+
+    def slurmd_pid(self, node: str) -> int:
+        """The pid of a node's running slurmd (the handle on the node's mount namespace)."""
+        state = self._load_state()
+        try:
+            pid, start = state["slurmd"][node]
+        except KeyError:
+            raise LabError(f"no slurmd recorded for {node}: is the lab up?") from None
+        if not _proc_alive(pid, start):
+            raise LabError(f"slurmd of {node} (pid {pid}) is not running")
+        return int(pid)
+
+    def node_namespaces(self) -> dict[str, str]:
+        """node -> mount namespace id (``mnt:[...]``) of that node."""
+        return dict(self._load_state().get("ns", {}))
+
+    # ----------------------------------------------------------------- down
+
+    def down(self, quiet: bool = False, force: bool = False) -> None:
+        """Stop everything the lab started, and only that; idempotent.
+
+        Order: cancel jobs (so epilogs run and stop GCP the normal way), kill what is left
+        in the nodes' mount namespaces (job steps, GCP, detached drains: only lab nodes run
+        there), stop the slurmds, slurmctld and munged by recorded pid, then kill leftover
+        processes of the lab users, and clear their pools.
+
+        A lab brought up by another process that still runs (another pytest session, a
+        demo) is not taken down unless ``force``: that would pull the cluster from under it.
+        """
+        self._require_root()
+        state = self._load_state()
+        owner = state.get("owner")
+        if owner and not force and owner[0] != os.getpid() and _proc_alive(*owner):
+            argv = " ".join(_proc_argv(owner[0]))[:120]
+            raise LabError(
+                f"the lab at {self.root} is in use by pid {owner[0]} ({argv}); "
+                "let it finish, or take the lab down anyway with `lab down --force`"
+            )
+        namespaces = set(state.get("ns", {}).values())
+        host_ns = {_mnt_ns(1), _mnt_ns(os.getpid())}
+        namespaces -= host_ns  # never, whatever the state file says
+        daemons = [(n, p, s) for n, p, s in self._recorded(state) if _proc_alive(p, s)]
+        ctld_alive = any(n == "slurmctld" for n, _, _ in daemons)
+        slurmd_alive = any(n.startswith("slurmd") for n, _, _ in daemons)
+        if ctld_alive and slurmd_alive and self.slurm_conf.exists():
+            self.cancel_all_jobs(timeout=30, check=False)
+        daemon_pids = {p for _, p, _ in daemons}
+        in_nodes = lambda pid: pid not in daemon_pids and _mnt_ns(pid) in namespaces  # noqa: E731
+        self._kill_where(in_nodes, "node namespace")
+        for name, pid, start in daemons:
+            self._stop_pid(name, pid, start)
+        self._kill_where(in_nodes, "node namespace")  # anything a dying slurmd started
+        uids = set()
+        for user in self.users:
+            with contextlib.suppress(KeyError):
+                uids.add(pwd.getpwnam(user).pw_uid)
+        self._kill_where(lambda pid: _proc_uid(pid) in uids, "lab user")
+        for user in self.users:
+            with contextlib.suppress(KeyError):
+                self.clear_pool(user)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        if not quiet:
+            self._log("down: nothing of the lab is running")
+
+    def job_ids(self) -> list[str]:
+        """Ids of the jobs squeue lists (pending, running, completing)."""
+        return self._slurm(["squeue", "-h", "-o", "%i"], timeout=15).stdout.split()
+
+    def cancel_all_jobs(self, timeout: float = 60, check: bool = True) -> None:
+        """scancel every job and wait until squeue is empty (their epilogs have run)."""
+        deadline = time.monotonic() + timeout
+        try:
+            ids = self.job_ids()
+            if ids:
+                self._slurm(["scancel", *ids], check=False, timeout=15)
+            while ids:
+                if time.monotonic() > deadline:
+                    raise LabError(
+                        f"jobs left after scancel and {timeout:.0f}s: {ids}\n"
+                        + self._logs_excerpt(10)
+                    )
+                time.sleep(0.3)
+                ids = self.job_ids()
+        except LabError:
+            if check:
+                raise
+
+    def scancel(self, *job_ids: str) -> None:
+        self._slurm(["scancel", *job_ids], timeout=15)
+
+    def kill_gcp(self) -> list[GcpProc]:
+        """SIGKILL every running GCP emulator instance (cleanup after a failed test)."""
+        victims = self.gcp_processes()
+        pids = {g.pid for g in victims}
+        self._kill_where(lambda pid: pid in pids, "GCP", grace=5)
+        return victims
+
+    def _kill_where(self, pred: Any, what: str, grace: float = 5) -> None:
+        me = os.getpid()
+        victims = [p for p in _all_pids() if p != me and _proc_alive(p) and pred(p)]
+        if not victims:
+            return
+        self._log(
+            f"killing {len(victims)} leftover {what} process(es): "
+            + "; ".join(f"{p} {' '.join(_proc_argv(p))[:80]}" for p in victims)
+        )
+        starts = {p: _proc_start_time(p) for p in victims}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in victims:
+                if _proc_alive(p, starts[p]):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(p, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                for p in victims:
+                    self._reap(p)
+                if not any(_proc_alive(p, starts[p]) for p in victims):
+                    return
+                time.sleep(0.1)
+
+    def _reap(self, pid: int) -> None:
+        """Collect a child's exit status if it is ours, so it does not linger as a zombie."""
+        proc = self._children.get(pid)
+        if proc is not None:
+            proc.poll()  # through Popen, so it knows its child is gone
+            return
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+    def _stop_pid(self, name: str, pid: int, start: int, grace: float = 15) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not _proc_alive(pid, start):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                self._reap(pid)
+                if not _proc_alive(pid, start):
+                    break
+                time.sleep(0.1)
+        self._reap(pid)
+        self._children.pop(pid, None)
+        if _proc_alive(pid, start):
+            raise LabError(f"{name} (pid {pid}) survived SIGKILL")
+
+    def purge(self) -> None:
+        """``down``, then remove the lab root and the test users with their homes."""
+        self.down(quiet=True, force=True)
+        for user in self.users:
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(user)
+                _run(["userdel", "--remove", user], check=False)
+        if self.root.exists() and self.root != Path("/"):
+            shutil.rmtree(self.root)
+
+    # ----------------------------------------------------------------- status
+
+    def is_up(self) -> bool:
+        state = self._load_state()
+        rec = self._recorded(state)
+        return bool(rec) and all(_proc_alive(p, s) for _, p, s in rec)
+
+    def status(self) -> dict[str, Any]:
+        """What runs, from the recorded pids and from sinfo (for humans and for ``lab status``)."""
+        state = self._load_state()
+        daemons = {
+            name: {"pid": p, "alive": _proc_alive(p, s)} for name, p, s in self._recorded(state)
+        }
+        out: dict[str, Any] = {
+            "root": str(self.root),
+            "slurm_conf": str(self.slurm_conf),
+            "daemons": daemons,
+            "up": self.is_up(),
+        }
+        if out["up"]:
+            out["sinfo"] = self.sinfo_states()
+            out["jobs"] = self._slurm(
+                ["squeue", "-h", "-o", "%i %u %T %N"], check=False
+            ).stdout.splitlines()
+            out["gcp"] = [f"{g.user}@{g.node} pid {g.pid}" for g in self.gcp_processes()]
+        return out
+
+    # ----------------------------------------------------------------- Slurm commands
+
+    def _slurm(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 30,
+        input: Optional[str] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "SLURM_CONF": str(self.slurm_conf),
+            "LANG": "C.UTF-8",
+        }
+        return _run(argv, check=check, timeout=timeout, env=env, input=input)
+
+    def scontrol(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._slurm(["scontrol", *args], check=check)
+
+    def sinfo_states(self) -> dict[str, str]:
+        """node -> state as sinfo prints it (``idle``, ``mixed``, ``drained``, ``down*``...)."""
+        cp = self._slurm(["sinfo", "-h", "-N", "-o", "%N %T"], timeout=15)
+        out: dict[str, str] = {}
+        for line in cp.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[0]] = parts[1]
+        return out
+
+    def sinfo_reasons(self) -> str:
+        return self._slurm(["sinfo", "-R"], check=False).stdout
+
+    def sbatch(self, user: str, script_text: str, *sbatch_args: str, timeout: float = 30) -> str:
+        """Submit ``script_text`` as ``user``; return the job id.
+
+        Runs from the user's home with a clean environment (the job inherits it: the lab
+        venv's bin first on PATH, so jobs can call ``globus-tmp-endpoint``). Unless the
+        arguments say otherwise, the job's output goes to ``~user/lab-<jobid>.out``, on the
+        shared home, where the host reads it with :meth:`job_output`.
+        """
+        args = list(sbatch_args)
+        if not any(a in ("-o", "--output") or a.startswith("--output=") for a in args):
+            args += ["-o", str(self.home(user) / "lab-%j.out")]
+        cp = _run(
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                "-i",
+                *self._env_args(user),
+                "sbatch",
+                "--parsable",
+                *args,
+            ],
+            input=script_text,
+            timeout=timeout,
+            cwd=self.home(user),
+        )
+        return cp.stdout.strip().split(";")[0]
+
+    def srun(
+        self,
+        user: str,
+        argv: Sequence[str],
+        *srun_args: str,
+        timeout: float = 120,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``srun <srun_args> <argv>`` as ``user`` and wait for it (output captured)."""
+        return _run(
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                "-i",
+                *self._env_args(user),
+                "srun",
+                *srun_args,
+                *argv,
+            ],
+            timeout=timeout,
+            cwd=self.home(user),
+            check=check,
+        )
+
+    def _env_args(self, user: str) -> list[str]:
+        return [f"{k}={v}" for k, v in self.user_env(user).items()]
+
+    def job_output(self, job_id: str, user: Optional[str] = None) -> str:
+        """The job's stdout file (default location of :meth:`sbatch`); '' if none yet."""
+        users = [user] if user else list(self.users)
+        for u in users:
+            path = self.home(u) / f"lab-{job_id}.out"
+            if path.exists():
+                return path.read_text(errors="replace")
+        return ""
+
+    def job_info(self, job_id: str) -> Optional[JobInfo]:
+        """The job as slurmctld knows it, or None once it is purged (MinJobAge)."""
+        cp = self._slurm(["scontrol", "-o", "show", "job", job_id], check=False, timeout=15)
+        if cp.returncode != 0 or not cp.stdout.strip():
+            return None
+        rec = _parse_scontrol_record(cp.stdout.strip().splitlines()[0])
+        return JobInfo(
+            job_id=rec.get("JobId", job_id),
+            state=rec.get("JobState", "UNKNOWN"),
+            exit_code=rec.get("ExitCode", ""),
+            reason=rec.get("Reason", ""),
+            restarts=int(rec.get("Restarts", "0") or 0),
+            nodes=rec.get("NodeList", ""),
+            raw=rec,
+        )
+
+    def wait_jobs(self, ids: Iterable[str], timeout: float = 120) -> dict[str, Optional[JobInfo]]:
+        """Wait until none of the jobs is pending, running or completing (epilogs done)."""
+        ids = list(ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = {j: self.job_info(j) for j in ids}
+            pending = [j for j, i in infos.items() if i is not None and i.active]
+            if not pending:
+                return infos
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"jobs still active after {timeout}s: "
+                    + ", ".join(f"{j}={infos[j].state}" for j in pending if infos[j])  # type: ignore[union-attr]
+                    + "\n"
+                    + self._logs_excerpt(10)
+                )
+            time.sleep(0.3)
+
+    def wait_running(self, job_id: str, timeout: float = 60) -> JobInfo:
+        """Wait until a job is RUNNING (its prologs are done then); return its record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.job_info(job_id)
+            if info is not None and info.state == "RUNNING":
+                return info
+            if info is not None and not info.active:
+                raise LabError(f"job {job_id} ended before running: {info}")
+            if time.monotonic() > deadline:
+                raise LabError(f"job {job_id} not running after {timeout}s: {info}")
+            time.sleep(0.2)
+
+    # ----------------------------------------------------------------- inside nodes
+
+    def node_exec(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        check: bool = False,
+        timeout: float = 30,
+        user: Optional[str] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a node's mount namespace (its /tmp and /run/globus-tmp)."""
+        pre = ["nsenter", "-t", str(self.slurmd_pid(node)), "-m", "--"]
+        if user:
+            pre += ["runuser", "-u", user, "--"]
+        return _run([*pre, *argv], check=check, timeout=timeout)
+
+    def node_of_pid(self, pid: int) -> Optional[str]:
+        """The lab node whose mount namespace the process is in (None: none of them)."""
+        ns = _mnt_ns(pid)
+        if ns is None:
+            return None
+        for node, node_ns in self.node_namespaces().items():
+            if node_ns == ns:
+                return node
+        return None
+
+    def hook_log(self, node: str) -> str:
+        """The hooks' log on a node (``/run/globus-tmp/<node>/hooks.log``); '' if none."""
+        cp = self.node_exec(node, ["cat", f"{self.node_state_dir(node)}/hooks.log"])
+        return cp.stdout if cp.returncode == 0 else ""
+
+    def gcp_processes(
+        self, user: Optional[str] = None, *, all_calls: bool = False
+    ) -> list[GcpProc]:
+        """Running GCP emulator instances (``-start``) of this lab, with user and node.
+
+        Of this lab: in a lab node's mount namespace, or run from the lab's copy of the
+        emulators; other emulators on the host (other test suites) are not the lab's.
+
+        A running instance is the outermost process whose argv runs the emulator with
+        ``-start`` (or ``-debug``); ``-status``/``-stop`` calls are short-lived clients and
+        are left out unless ``all_calls``. A launcher and its child count once.
+        """
+        ns_to_node = {ns: n for n, ns in self.node_namespaces().items()}
+        emu_dir = str(self.emulators_dir)
+        matched: dict[int, tuple[str, ...]] = {}
+        for pid in _all_pids():
+            argv = _proc_argv(pid)
+            if not argv or not any(
+                "gcp_emulator" in a or a.endswith("/globusconnectpersonal") or a.startswith(emu_dir)
+                for a in argv
+            ):
+                continue
+            if not all_calls and not ({"-start", "-debug"} & set(argv)):
+                continue
+            matched[pid] = argv
+        out = []
+        for pid, argv in matched.items():
+            if _proc_ppid(pid) in matched:
+                continue  # the child of a matched launcher: same instance
+            uid = _proc_uid(pid)
+            if uid is None or not _proc_alive(pid):
+                continue
+            name = _user_name(uid)
+            if user is not None and name != user:
+                continue
+            node = ns_to_node.get(_mnt_ns(pid) or "")
+            if node is None and not any(a.startswith(emu_dir) for a in argv):
+                continue  # another emulator on this host (e.g. the emulator's own tests)
+            out.append(GcpProc(pid=pid, uid=uid, user=name, node=node, argv=argv))
+        return sorted(out, key=lambda g: (g.node or "", g.user, g.pid))
+
+    def wait_no_gcp(
+        self, user: Optional[str] = None, node: Optional[str] = None, timeout: float = 60
+    ) -> list[GcpProc]:
+        """Wait until no GCP of ``user`` (on ``node``) runs; return what is left (empty: ok)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [g for g in self.gcp_processes(user) if node is None or g.node == node]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.3)
+
+    # ----------------------------------------------------------------- user pools
+
+    def pool_dir(self, user: str) -> Path:
+        return self.home(user) / ".globus-tmp" / "endpoints"
+
+    def make_pool(self, user: str, n: int) -> list[str]:
+        """Give ``user`` a pool of ``n`` set-up GCP config dirs ep1..epN; return their ids.
+
+        Uses the emulator's ``create_config_dir`` (tests/emulators/gcp_config_dir.py, run
+        from the lab's copy), which makes what a real ``-setup`` leaves behind. Everything
+        is owned by the user, directories 0700, as GCP and the hooks demand.
+        """
+        self.clear_pool(user)
+        create = self._create_config_dir()
+        pw = pwd.getpwnam(user)
+        base = self.home(user) / ".globus-tmp"
+        ids = []
+        for d in (base, base / "endpoints"):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            d.chmod(0o700)
+        for i in range(1, n + 1):
+            ep = base / "endpoints" / f"ep{i}"
+            ids.append(str(create(ep, pw.pw_uid, pw.pw_gid)))
+            for p in [ep, *ep.rglob("*")]:
+                os.lchown(p, pw.pw_uid, pw.pw_gid)
+                if p.is_dir() and not p.is_symlink():
+                    p.chmod(0o700)
+        return ids
+
+    def clear_pool(self, user: str) -> None:
+        """Remove the user's whole ``~/.globus-tmp`` (pool, leases, logs)."""
+        shutil.rmtree(self.home(user) / ".globus-tmp", ignore_errors=True)
+
+    def _create_config_dir(self) -> Any:
+        """Import create_config_dir from the lab's copy of the emulators (no sys.path games)."""
+        import importlib.util
+
+        path = self.emulators_dir / "gcp_config_dir.py"
+        if not path.exists():
+            path = self.repo / "tests" / "emulators" / "gcp_config_dir.py"
+        spec = importlib.util.spec_from_file_location("_lab_gcp_config_dir", path)
+        if spec is None or spec.loader is None:
+            raise LabError(f"cannot load {path}")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.create_config_dir
+
+    def clear_job_outputs(self) -> None:
+        """Remove the ``lab-*.out`` job outputs from the users' homes."""
+        for user in self.users:
+            with contextlib.suppress(KeyError):
+                for f in self.home(user).glob("lab-*.out"):
+                    f.unlink()
