@@ -252,7 +252,13 @@ def h(users: dict[str, User]) -> Iterator[Harness]:
     base.chmod(0o755)  # the test users must reach wrappers and config dirs in it
     for u in users.values():
         _remove_stale_socket(u)
-    harness = Harness(base, LAUNCHER)
+    # the checkout may sit in a directory the test users cannot enter (CI clones into a
+    # private temp dir): they run a world-readable copy, as the Slurm lab does
+    launcher_dir = base / "emulators"
+    shutil.copytree(EMULATOR_DIR, launcher_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [launcher_dir, *launcher_dir.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    harness = Harness(base, launcher_dir / LAUNCHER.name)
     try:
         yield harness
     finally:
