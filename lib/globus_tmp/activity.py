@@ -1,8 +1,16 @@
 """Is a transfer still using this node's endpoint? The epilog's one question.
 
-GCP's own ``Transfer Status`` says ``active`` while a GridFTP child exists (a directory
-listing counts too). A status that cannot be read while GCP still runs counts as active:
-a drain bounded by ``linger_max`` costs far less than a transfer killed mid-way.
+Two witnesses, asked as the user:
+
+- GCP's own ``Transfer Status`` (``active`` while a GridFTP child exists; a directory
+  listing counts too, and it reads ``idle`` between files or while a task waits);
+- the Transfer API: the user's tasks with status ACTIVE or INACTIVE whose source or
+  destination is this endpoint (``task_list`` has no endpoint filter: matched here).
+
+Either one saying "active" keeps GCP up. When the API cannot be asked (no tokens,
+Globus unreachable) the answer is marked unverified and the drain keeps an idle GCP up
+for ``linger_unverified`` rather than stopping under a transfer it cannot see. A site
+without ``globus_client_id`` has chosen GCP's status alone.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .config import Config
 from .errors import GlobusTmpError
 from .nodestate import GcpInstance
 from .useractions import UserActions
@@ -19,24 +28,43 @@ from .useractions import UserActions
 class Activity:
     active: bool
     detail: str
+    verified: bool = True
+    """False when the Transfer API should have been asked but could not be."""
 
 
 class TransferActivity(Protocol):
     def check(self, actions: UserActions, instance: GcpInstance, timeout: float) -> Activity: ...
 
 
-class GcpStatusActivity:
-    """:class:`TransferActivity` from ``globusconnectpersonal -status``."""
+def gcp_activity(actions: UserActions, instance: GcpInstance, timeout: float) -> Activity:
+    """GCP's ``-status``; unreadable while GCP runs counts as active."""
+    try:
+        status = actions.status(timeout)
+    except GlobusTmpError as exc:
+        if instance.process.alive():
+            return Activity(True, f"GCP status unreadable ({exc}); assuming a transfer")
+        return Activity(False, "GCP is gone")
+    if status is None:
+        return Activity(False, "GCP is not running")
+    if status.transfer_active:
+        return Activity(True, "GCP reports Transfer Status: active")
+    return Activity(False, "GCP reports Transfer Status: idle")
+
+
+class TransferAwareActivity:
+    """:class:`TransferActivity` from GCP's status and, where configured, the Transfer API."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
 
     def check(self, actions: UserActions, instance: GcpInstance, timeout: float) -> Activity:
+        gcp = gcp_activity(actions, instance, timeout)
+        if not self.cfg.globus_client_id or not instance.process.alive():
+            return gcp
         try:
-            status = actions.status(timeout)
+            tasks = actions.active_tasks(instance.endpoint_id, timeout)
         except GlobusTmpError as exc:
-            if instance.process.alive():
-                return Activity(True, f"GCP status unreadable ({exc}); assuming a transfer")
-            return Activity(False, "GCP is gone")
-        if status is None:
-            return Activity(False, "GCP is not running")
-        if status.transfer_active:
-            return Activity(True, "GCP reports Transfer Status: active")
-        return Activity(False, "GCP reports Transfer Status: idle")
+            return Activity(gcp.active, f"Transfer API not asked ({exc}); {gcp.detail}", False)
+        if tasks:
+            return Activity(True, f"Transfer task(s) {', '.join(tasks)} still use the endpoint")
+        return Activity(gcp.active, f"no Transfer task uses the endpoint; {gcp.detail}")

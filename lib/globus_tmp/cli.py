@@ -1,9 +1,12 @@
-"""``globus-tmp-endpoint``: this node's endpoint for the calling user, and the pool.
+"""``globus-tmp-endpoint``: this node's endpoint for the calling user, the pool, transfers.
 
-Run inside a job: prints the endpoint id (exit 0), or one line saying why there is
-none and what to do (exit 1). ``--json`` adds node, user, paths, state, since and jobs;
-``--wait`` waits until the endpoint is connected. ``adopt`` and ``list`` manage the
-user's pool. Exit codes: 0 ok, 1 no endpoint or failed, 2 usage, 3 configuration.
+Run inside a job with no command: prints the endpoint id (exit 0), or one line saying
+why there is none and what to do (exit 1). The commands manage the user's pool and
+Globus session and move data in and out of node-local storage. Exit codes: 0 ok,
+1 failed, 2 usage, 3 configuration.
+
+Only the lookup is on a path that every job may take: the Globus commands import
+globus-sdk when they run, not before.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import load_config
+from .config import Config, load_config
 from .errors import GlobusTmpError
 from .job import UserIdentity, node_name
-from .lookup import NoEndpoint, lookup
+from .lookup import EndpointInfo, NoEndpoint, lookup
 
 if TYPE_CHECKING:
+    from .globusapi import GlobusSession
     from .pool import EndpointPool
 
 PROG = "globus-tmp-endpoint"
@@ -46,12 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait until the endpoint is connected (default 60 s)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("login", help="log in to Globus (tokens kept in your globus-tmp dir)")
+    sub.add_parser("logout", help="revoke and forget your Globus tokens")
+    setup = sub.add_parser("setup", help="create GCP endpoints in Globus for your pool")
+    setup.add_argument("--count", type=int, required=True, help="pool size (entries ep1..epN)")
+    listing = sub.add_parser("list", help="your pool: entries, endpoint ids, leases")
+    listing.add_argument("--json", action="store_true", dest="list_json")
+    remove = sub.add_parser("remove", help="delete a pool entry in Globus and on disk")
+    remove.add_argument("name")
     adopt = sub.add_parser(
         "adopt", help="move a set-up GCP config dir (e.g. ~/.globusonline) into your pool"
     )
     adopt.add_argument("dir", type=Path, help="the GCP config dir (its lta/ holds client-id.txt)")
     adopt.add_argument("--name", help="pool entry name (default: from the dir's name)")
-    sub.add_parser("list", help="list your pool: entries, endpoint ids, leases")
+    for name, what, src, dst in (
+        ("stage-out", "copy node-local data to another endpoint", "SRC", "DEST_ENDPOINT:PATH"),
+        (
+            "stage-in",
+            "copy data from another endpoint to node-local storage",
+            "SRC_ENDPOINT:PATH",
+            "DEST",
+        ),
+    ):
+        stage = sub.add_parser(name, help=what)
+        stage.add_argument("source", metavar=src)
+        stage.add_argument("destination", metavar=dst)
+        stage.add_argument(
+            "--wait",
+            action="store_true",
+            dest="follow",
+            help="follow the task with a progress bar; fail if it fails",
+        )
+        stage.add_argument("--label", help="task label (default: globus-tmp job JOBID)")
     return parser
 
 
@@ -69,56 +99,136 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config()
     user = UserIdentity.current()
-    if args.command in ("adopt", "list"):
-        from .pool import EndpointPool
-
-        pool = EndpointPool(cfg.user_dir_for(user.home))
-    if args.command == "adopt":
+    user_dir = cfg.user_dir_for(user.home)
+    os.umask(0o077)
+    command = args.command
+    if command is None:
+        return _show(cfg, user, args.json, args.wait)
+    if command in ("stage-out", "stage-in"):
+        return _stage(cfg, user, user_dir, args)
+    if command == "login":
+        _session(cfg, user_dir, interactive=True).login()
+        print(f"logged in; tokens in {user_dir / 'tokens.db'}")
+        return 0
+    if command == "logout":
+        _session(cfg, user_dir, interactive=False).logout()
+        print("logged out")
+        return 0
+    pool = _pool(user_dir)
+    if command == "adopt":
         entry = pool.adopt(args.dir, args.name)
         print(f"added {entry.name} (endpoint {entry.endpoint_id}) to {pool.endpoints_dir}")
         return 0
-    if args.command == "list":
-        return _list(pool, args.json)
-    node = node_name(os.environ)
-    deadline = time.monotonic() + (args.wait or 0)
+    if command == "list":
+        return _list(cfg, pool, user_dir, args.list_json)
+    from .gcp import GcpCommand
+    from .provision import EndpointProvisioner
+
+    provisioner = EndpointProvisioner(
+        pool, _session(cfg, user_dir, interactive=False), GcpCommand(cfg.gcp_path), user.name
+    )
+    if command == "setup":
+        entries = provisioner.setup(args.count)
+        print(f"pool of {len(entries)} endpoint(s) ready in {pool.endpoints_dir}")
+        return 0
+    if command == "remove":
+        endpoint_id = provisioner.remove(args.name)
+        print(f"removed {args.name} (endpoint {endpoint_id})")
+        return 0
+    raise AssertionError(command)  # pragma: no cover
+
+
+def _session(cfg: Config, user_dir: Path, interactive: bool) -> GlobusSession:
+    from .globusapi import GlobusSession
+
+    return GlobusSession(cfg, user_dir, interactive)
+
+
+def _pool(user_dir: Path) -> EndpointPool:
+    from .pool import EndpointPool
+
+    return EndpointPool(user_dir)
+
+
+def _this_node(cfg: Config, user: UserIdentity, wait: float | None) -> EndpointInfo:
+    deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            info = lookup(cfg, node, user.name)
-            break
+            return lookup(cfg, node_name(os.environ), user.name)
         except NoEndpoint:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)
-    if args.json:
-        print(json.dumps(info.as_json(), indent=2))
-    else:
-        print(info.endpoint_id)
+
+
+def _show(cfg: Config, user: UserIdentity, as_json: bool, wait: float | None) -> int:
+    info = _this_node(cfg, user, wait)
+    print(json.dumps(info.as_json(), indent=2) if as_json else info.endpoint_id)
     return 0
 
 
-def _list(pool: EndpointPool, as_json: bool) -> int:
+def _stage(cfg: Config, user: UserIdentity, user_dir: Path, args: argparse.Namespace) -> int:
+    from .transfers import Place, follow, submit
+
+    local = _this_node(cfg, user, None).endpoint_id
+    if args.command == "stage-out":
+        path = os.path.abspath(args.source)
+        source, destination = Place(local, path), Place.parse(args.destination)
+        recursive = os.path.isdir(path)
+    else:
+        source = Place.parse(args.source)
+        destination = Place(local, os.path.abspath(args.destination))
+        recursive = source.path.endswith("/")
+    label = args.label or f"globus-tmp job {os.environ.get('SLURM_JOB_ID', '-')}"
+    session = _session(cfg, user_dir, interactive=False)
+    task_id = submit(session, source, destination, recursive, label)
+    print(task_id)
+    sys.stdout.flush()
+    if args.follow:
+        follow(session, task_id)
+    return 0
+
+
+def _list(cfg: Config, pool: EndpointPool, user_dir: Path, as_json: bool) -> int:
     entries = pool.entries()
     leases = pool.leases()
-    rows = [
-        {
-            "name": e.name,
-            "endpoint_id": e.endpoint_id,
-            "node": leases[e.name].node if e.name in leases else None,
-            "since": leases[e.name].since if e.name in leases else None,
-        }
-        for e in entries
-    ]
+    connected = _connected(cfg, user_dir, [e.endpoint_id for e in entries])
     if as_json:
+        rows = [
+            {
+                "name": e.name,
+                "endpoint_id": e.endpoint_id,
+                "node": leases[e.name].node if e.name in leases else None,
+                "since": leases[e.name].since if e.name in leases else None,
+                "gcp_connected": connected.get(e.endpoint_id),
+            }
+            for e in entries
+        ]
         print(json.dumps(rows, indent=2))
         return 0
-    if not rows:
-        print(f"no endpoints in {pool.endpoints_dir}; add one with '{PROG} adopt DIR'")
+    if not entries:
+        print(f"no endpoints in {pool.endpoints_dir}; run '{PROG} setup --count N' or 'adopt DIR'")
         return 0
-    for entry in entries:
-        held = leases.get(entry.name)
+    seen = {True: "connected", False: "not connected", None: "Globus not asked"}
+    for e in entries:
+        held = leases.get(e.name)
         where = f"leased to {held.node} since {_when(held.since)}" if held else "free"
-        print(f"{entry.name:<16} {entry.endpoint_id}  {where}")
+        print(f"{e.name:<12} {e.endpoint_id}  {where:<40} {seen[connected.get(e.endpoint_id)]}")
     return 0
+
+
+def _connected(cfg: Config, user_dir: Path, endpoint_ids: list[str]) -> dict[str, bool | None]:
+    """Whether Globus sees each endpoint's GCP connected; empty when it cannot be asked."""
+    if not cfg.globus_client_id or not (user_dir / "tokens.db").exists() or not endpoint_ids:
+        return {}
+    try:
+        tc = _session(cfg, user_dir, interactive=False).transfer()
+        return {i: bool(tc.get_endpoint(i)["gcp_connected"]) for i in endpoint_ids}
+    except Exception as exc:
+        from .globusapi import describe
+
+        print(f"{PROG}: cannot ask Globus: {describe(exc)}", file=sys.stderr)
+        return {}
 
 
 def _when(stamp: float) -> str:

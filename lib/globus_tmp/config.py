@@ -52,12 +52,16 @@ class Config:
     """How long a drain keeps GCP up for an active transfer after the last job."""
     linger_poll_seconds: float = 30.0
     """How often a drain asks whether the transfer is still active."""
+    linger_unverified: float = 120.0
+    """When the Transfer API cannot be asked, how long a drain keeps an idle GCP up."""
     job_grace: float = 300.0
     """A job older than this with no slurmstepd on the node is taken as gone."""
     on_failure: str = "continue"
     """``continue``: the job runs without an endpoint; ``fail``: the Prolog fails."""
     log_file: str = ""
     """Node-local hook log; empty means ``<state_dir>/hooks.log``."""
+    globus_client_id: str = ""
+    """The site's native-app client id for user logins (``globus-tmp-endpoint login``)."""
     source: str = "<defaults>"
     """The file this came from (not a key)."""
 
@@ -153,8 +157,9 @@ _NUMBERS = {
     "linger_max",
     "linger_poll_seconds",
     "job_grace",
+    "linger_unverified",
 }
-_STRINGS = {"gcp_path", "state_dir", "user_dir", "on_failure", "log_file"}
+_STRINGS = {"gcp_path", "state_dir", "user_dir", "on_failure", "log_file", "globus_client_id"}
 
 
 def _check(key: str, value: Any, source: str) -> Any:

@@ -101,6 +101,23 @@ class GcpCommand:
             raise GcpError(f"'-status' failed (exit {proc.returncode}): {_last_line(proc)}")
         return GcpStatus.parse(proc.stdout)
 
+    def setup(self, setup_key: str, config_dir: Path, timeout: float = 120.0) -> None:
+        """``-setup --setup-key KEY -dir DIR``: register ``config_dir`` with its endpoint.
+
+        GCP's setup crashes without an open stdin, so it gets an (empty) pipe, never
+        a closed descriptor.
+        """
+        self._check_launcher()
+        argv = [self.gcp_path, "-setup", "--setup-key", setup_key, "-dir", str(config_dir)]
+        try:
+            proc = subprocess.run(
+                argv, input="", capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise GcpError(f"'-setup' gave no answer in {timeout:.0f} s") from None
+        if proc.returncode != 0 or not (config_dir / "lta" / "client-id.txt").exists():
+            raise GcpError(f"'-setup' failed (exit {proc.returncode}): {_last_line(proc)}")
+
     def request_stop(self) -> bool:
         """Ask the running instance to stop; True if one was running. Does not wait."""
         proc = self._run("-stop")

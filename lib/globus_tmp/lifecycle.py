@@ -86,9 +86,9 @@ class NodeLifecycle:
     @property
     def activity(self) -> TransferActivity:
         if self._activity is None:
-            from .activity import GcpStatusActivity
+            from .activity import TransferAwareActivity
 
-            self._activity = GcpStatusActivity()
+            self._activity = TransferAwareActivity(self.cfg)
         return self._activity
 
     @property
@@ -218,7 +218,7 @@ class NodeLifecycle:
         if not instance.process.alive():
             return f"{what}; last job: " + self.stop_if_unused(user, "GCP had already exited")
         activity = self.activity.check(actions, instance, min(_STEP_TIMEOUT, self._left()))
-        if not activity.active:
+        if not activity.active and activity.verified:
             return f"{what}; last job: " + self.stop_if_unused(user, activity.detail)
         ref = self.drains.launch(user, self.node)
         with self.store.jobs_lock(user.name, self._left()):
@@ -227,9 +227,10 @@ class NodeLifecycle:
             if not state.jobs:
                 state.phase = PHASE_DRAINING
             self.store.write(state)
+        bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
         return (
             f"{what}; last job, but {activity.detail}: drain pid {ref.pid} keeps GCP up "
-            f"for at most {self.cfg.linger_max:g} s"
+            f"for at most {bound:g} s"
         )
 
     def _reconcile(self, state: UserNodeState) -> list[str]:
@@ -289,7 +290,8 @@ class NodeLifecycle:
         from .activity import Activity
 
         me = ProcessRef.of(os.getpid())
-        give_up = time.monotonic() + self.cfg.linger_max
+        started = time.monotonic()
+        give_up = started + self.cfg.linger_max
         activity = Activity(True, "not checked yet")
         while True:
             with self.store.jobs_lock(user.name, self._left()):
@@ -304,8 +306,12 @@ class NodeLifecycle:
                 why = "GCP exited during the drain"
                 break
             activity = self.activity.check(self.actions_for(user), instance, _STEP_TIMEOUT)
-            if not activity.active:
+            if not activity.active and activity.verified:
                 why = f"transfer over ({activity.detail})"
+                break
+            waited = time.monotonic() - started
+            if not activity.active and waited >= self.cfg.linger_unverified:
+                why = f"waited {waited:.0f} s without the Transfer API ({activity.detail})"
                 break
             if time.monotonic() >= give_up:
                 why = f"gave up after linger_max={self.cfg.linger_max:g} s ({activity.detail})"

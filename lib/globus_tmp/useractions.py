@@ -44,6 +44,8 @@ class UserActions(Protocol):
 
     def release(self, name: str, node: str, timeout: float) -> bool: ...
 
+    def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]: ...
+
 
 class ForkedUserActions:
     """:class:`UserActions` for a real user: every step in a child dropped to that user."""
@@ -102,6 +104,18 @@ class ForkedUserActions:
 
     def release(self, name: str, node: str, timeout: float) -> bool:
         return run_as(self.user, timeout, self._pool().release, name, node)
+
+    def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
+        """Ids of the user's ACTIVE/INACTIVE tasks on ``endpoint_id``, with the user's tokens."""
+        return run_as(self.user, timeout + 2, self._active_tasks, endpoint_id, timeout)
+
+    def _active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
+        import os
+
+        os.environ["GLOBUS_SDK_HTTP_TIMEOUT"] = str(max(int(timeout), 1))
+        from .transfers import active_tasks_on
+
+        return active_tasks_on(self.cfg, self.pool_root, endpoint_id)
 
 
 def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:
