@@ -14,7 +14,7 @@ from hooksite import (
     UNIT_USERS,
     USER_DIR,
     Site,
-    TestUser,
+    UnixUser,
     ensure_user,
     kill_drains,
     kill_user_processes,
@@ -22,18 +22,18 @@ from hooksite import (
 
 
 @pytest.fixture(scope="session")
-def unit_users() -> dict[str, TestUser]:
+def unit_users() -> dict[str, UnixUser]:
     if os.geteuid() != 0:
         pytest.fail("the hook tests run as root (as slurmd runs the hooks): use tests/run")
     users = {}
     for name in UNIT_USERS:
         pw = ensure_user(name)
-        users[name] = TestUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+        users[name] = UnixUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
     return users
 
 
 @pytest.fixture
-def site(unit_users: dict[str, TestUser]) -> Iterator[Site]:
+def site(unit_users: dict[str, UnixUser]) -> Iterator[Site]:
     root = Path(tempfile.mkdtemp(prefix="globus-tmp-test-", dir="/tmp"))
     root.chmod(0o755)
     shutil.copytree(HERE / "emulators", root / "emulators")

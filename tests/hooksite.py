@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "emulators"))
+sys.path.insert(0, str(HERE / "emulators"))  # gcp_config_dir, globus_api
 
 from gcp_config_dir import create_config_dir  # noqa: E402
 
@@ -67,7 +67,7 @@ def all_user_processes(uid: int) -> list[psutil.Process]:
 
 
 @dataclass
-class TestUser:
+class UnixUser:
     name: str
     uid: int
     gid: int
@@ -102,7 +102,7 @@ class Site:
 
     root: Path
     config: Path
-    users: dict[str, TestUser]
+    users: dict[str, UnixUser]
     settings: dict[str, object] = field(default_factory=dict)
 
     def state_dir(self, node: str = "n1") -> Path:
@@ -138,7 +138,11 @@ class Site:
         self.settings.update(settings)
         lines = []
         for key, value in self.settings.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if isinstance(value, dict):
+                table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{ {table} }}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
         self.config.write_text("\n".join(lines) + "\n")
 
     def _hook_env(self, job: str, user: str, node: str) -> dict[str, str]:

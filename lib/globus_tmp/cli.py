@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a Globus or network failure: one line, not a traceback
+        if os.environ.get("GLOBUS_TMP_DEBUG"):
+            raise
+        from .globusapi import describe
+
+        print(f"{PROG}: {describe(exc)} (GLOBUS_TMP_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -62,6 +62,11 @@ class Config:
     """Node-local hook log; empty means ``<state_dir>/hooks.log``."""
     globus_client_id: str = ""
     """The site's native-app client id for user logins (``globus-tmp-endpoint login``)."""
+    globus_service_urls: tuple[tuple[str, str], ...] = ()
+    """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
+
+    Applied as globus-sdk's ``GLOBUS_SDK_SERVICE_URL_<NAME>``: slurmd gives the hooks an
+    environment built from scratch, so the configuration is the only way to say it."""
     source: str = "<defaults>"
     """The file this came from (not a key)."""
 
@@ -170,6 +175,16 @@ def _check(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise bad("a number of seconds > 0")
         return float(value)
+    if key == "globus_service_urls":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str)
+            and k.isidentifier()
+            and isinstance(v, str)
+            and v.startswith(("http://", "https://"))
+            for k, v in value.items()
+        ):
+            raise bad('a table of service = "http(s)://..." entries, e.g. { transfer = "..." }')
+        return tuple(sorted(value.items()))
     if key == "exposed_paths":
         if (
             not isinstance(value, list)

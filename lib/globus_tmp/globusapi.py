@@ -59,6 +59,8 @@ class GlobusSession:
         self.user_dir = user_dir
         self.interactive = interactive
         self._app: globus_sdk.UserApp | None = None
+        for service, url in cfg.globus_service_urls:
+            os.environ.setdefault(f"GLOBUS_SDK_SERVICE_URL_{service.upper()}", url)
 
     @property
     def token_path(self) -> Path:

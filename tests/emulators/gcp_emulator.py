@@ -141,7 +141,9 @@ class Settings:
     ``GCP_EMULATOR_MODE`` (see :class:`Mode`),
     ``GCP_EMULATOR_SETUP_ENDPOINT_ID`` (endpoint id that ``-setup`` "redeems" a key for),
     ``GCP_EMULATOR_SOCKET_DIR`` (where ``globusconnect_<uid>.sock`` lives; default /tmp),
-    ``GCP_EMULATOR_CALL_LOG`` (if set, every invocation appends one JSON line there).
+    ``GCP_EMULATOR_CALL_LOG`` (if set, every invocation appends one JSON line there),
+    ``GCP_EMULATOR_GLOBUS_API`` (URL of tests/emulators/globus_api.py: -setup redeems keys
+    there, and a running instance connects out to it and serves transfers).
     """
 
     connect_delay: float = 2.0
@@ -150,6 +152,7 @@ class Settings:
     mode: Mode = field(default_factory=Mode)
     socket_dir: str = DEFAULT_SOCKET_DIR
     setup_endpoint_id: str | None = None
+    globus_api: str | None = None
     call_log: str | None = None
 
     @classmethod
@@ -168,6 +171,7 @@ class Settings:
             mode=parse_mode(env.get("GCP_EMULATOR_MODE", "normal")),
             socket_dir=env.get("GCP_EMULATOR_SOCKET_DIR") or DEFAULT_SOCKET_DIR,
             setup_endpoint_id=env.get("GCP_EMULATOR_SETUP_ENDPOINT_ID") or None,
+            globus_api=env.get("GCP_EMULATOR_GLOBUS_API") or None,
             call_log=env.get("GCP_EMULATOR_CALL_LOG") or None,
         )
 
@@ -596,6 +600,7 @@ class Instance:
         self.sigchld = False
         self.exit_code = 0
         self.last_state = ""
+        self.link: Any = None
 
     # ----------------------------------------------------------------- state
 
@@ -605,6 +610,8 @@ class Instance:
         if self.disconnect_at is not None and now >= self.disconnect_at:
             return "disconnected"
         if self.settings.mode.name == "never-connect" or now < self.connect_at:
+            return "connecting"
+        if self.link is not None and not self.link.connected:
             return "connecting"
         return "connected"
 
@@ -751,11 +758,15 @@ class Instance:
             self._reply(client, ["OK"])
         elif command == "PAUSE":
             self.paused = True
+            if self.link is not None:
+                self.link.set_paused(True)
             self._reply(client, ["OK"])
         elif command == "UNPAUSE":
             if self.paused:
                 self.paused = False
                 self.connect_at = now + self.settings.connect_delay  # reconnects
+                if self.link is not None:
+                    self.link.set_paused(False)
             self._reply(client, ["OK"])
         elif command == "INFO":
             self._reply(client, [json.dumps(self.info(now), sort_keys=True)])
@@ -813,7 +824,7 @@ class Instance:
             self.signal_received = signum
 
     def _next_deadline(self, now: float) -> float:
-        deadlines = [self.next_broadcast, now + 60.0]
+        deadlines = [self.next_broadcast, now + (0.5 if self.link is not None else 60.0)]
         if now < self.connect_at:
             deadlines.append(self.connect_at)
         for moment in (self.stop_at, self.crash_at, self.disconnect_at):
@@ -836,6 +847,11 @@ class Instance:
                 flush=True,
             )
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.link is not None:
+            if self.disconnect_at is not None and now >= self.disconnect_at:
+                self.link.stop(notify=False)  # the relay connection dropped
+            elif self.link.busy or now - self.link.last_activity < 1.0:
+                self._start_transfer(now, 2.0)  # file operations run in a GridFTP child
         if self.gridftp is not None and now >= self.transfer_until:
             self.gridftp.stop()
             self.gridftp = None
@@ -860,6 +876,17 @@ class Instance:
             self.selector.register(self.listener, selectors.EVENT_READ, "listener")
             self.selector.register(wake_r, selectors.EVENT_READ, "wakeup")
             self.relay = Child(RELAY_ROLE)
+            if self.settings.globus_api:
+                import globus_api  # sibling module, stdlib-only
+
+                self.link = globus_api.GcpLink(
+                    self.settings.globus_api,
+                    self.endpoint_id,
+                    [(p.path, p.access) for p in self.paths],
+                    paused=self.paused,
+                    log=self.log.debug,
+                    info={"host": socket.gethostname(), "version": GCP_VERSION},
+                ).start()
             self.log.debug(
                 f"Globus Connect Personal {GCP_VERSION} (emulator) pid {os.getpid()} "
                 f"endpoint {self.endpoint_id} config {self.config_dir}"
@@ -903,6 +930,8 @@ class Instance:
             self.listener.close()
         for client in list(self.clients.values()):
             self._close_client(client)
+        if self.link is not None:
+            self.link.stop(notify=True)
         for child in (self.gridftp, self.relay):
             if child is not None:
                 child.stop()
@@ -932,8 +961,20 @@ class EnvSetupKeyRedeemer:
         return self.endpoint_id
 
 
+@dataclass(frozen=True)
+class HttpSetupKeyRedeemer:
+    url: str
+
+    def redeem(self, setup_key: str) -> str | None:
+        import globus_api  # sibling module, stdlib-only
+
+        return globus_api.redeem_setup_key(self.url, setup_key)
+
+
 def make_redeemer(settings: Settings) -> SetupKeyRedeemer:
     """Choose how ``-setup`` redeems keys (a future HTTP redeemer plugs in here)."""
+    if settings.globus_api:
+        return HttpSetupKeyRedeemer(settings.globus_api)
     return EnvSetupKeyRedeemer(settings.setup_endpoint_id)
 
 
@@ -978,7 +1019,11 @@ def cmd_setup(opts: Options, settings: Settings, redeemer: SetupKeyRedeemer | No
             file=sys.stderr,
         )
         return 1
-    endpoint_id = (redeemer or make_redeemer(settings)).redeem(opts.setup_key)
+    try:
+        endpoint_id = (redeemer or make_redeemer(settings)).redeem(opts.setup_key)
+    except OSError as exc:
+        print(f"Could not reach Globus: {exc}", file=sys.stderr)
+        return 1
     if endpoint_id is None:
         print(f"Setup Code {opts.setup_key} not found", file=sys.stderr)
         return 1

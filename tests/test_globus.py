@@ -1,0 +1,303 @@
+"""Globus for real, against the local Transfer/Auth API emulator (tests/emulators/globus_api.py):
+login, pool provisioning, staging, and the transfer-aware epilog and drain.
+
+The hooks and the CLI are the installed programs, run as root / as the user; GCP is the
+emulator connected out to the API emulator, so transfers move real bytes between the
+node's /tmp and a collection the API emulator serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import globus_api
+import pytest
+from hooksite import BIN, Site, UnixUser, gcp_processes
+
+CLIENT_ID = "5b9a6f6e-8bb5-4c5a-9b9e-5d6a7f1e2c3d"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[globus_api.EmulatorServer]:
+    state = tmp_path_factory.mktemp("api") / "state.json"
+    server = globus_api.EmulatorServer(port=0, state_file=str(state), gcp_timeout=3).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gsite(site: Site, api: globus_api.EmulatorServer) -> Site:
+    url = api.url.rstrip("/")
+    site.configure(
+        gcp_path=site.gcp_wrapper("globus", GCP_EMULATOR_GLOBUS_API=url),
+        globus_client_id=CLIENT_ID,
+        globus_service_urls={"transfer": url + "/", "auth": url + "/"},
+        linger_unverified=3,
+    )
+    return site
+
+
+def _admin(api: globus_api.EmulatorServer) -> globus_api.AdminClient:
+    return globus_api.AdminClient(api.url)
+
+
+def _state(api: globus_api.EmulatorServer) -> dict:  # type: ignore[type-arg]
+    with urllib.request.urlopen(api.url + "_emulator/state") as resp:
+        return json.load(resp)  # type: ignore[no-any-return]
+
+
+def _seed_tokens(api: globus_api.EmulatorServer, user: UnixUser) -> None:
+    """Tokens as a login would leave them (the interactive login has its own test)."""
+    from globus_sdk.token_storage import SQLiteTokenStorage
+
+    tokens = _admin(api).mint_tokens(
+        f"{user.name}@example.org", scopes=globus_api.USER_APP_SCOPES, client_id=CLIENT_ID
+    )
+    user.user_dir.mkdir(mode=0o700, exist_ok=True)
+    path = user.user_dir / "tokens.db"
+    globus_api.seed_token_storage(SQLiteTokenStorage(path), tokens)
+    for p in (user.user_dir, path):
+        os.chown(p, user.uid, user.gid)
+    path.chmod(0o600)
+
+
+def _collection(api: globus_api.EmulatorServer, site: Site) -> tuple[str, Path]:
+    root = site.root / "collection"
+    root.mkdir(mode=0o755, exist_ok=True)
+    doc = _admin(api)._call("POST", "_emulator/collections", {"path": str(root), "writable": True})
+    return str(doc["id"]), root
+
+
+def _write_random(site: Site, user: str, path: str, megabytes: int) -> str:
+    res = site.as_user(
+        user, ["/bin/sh", "-c", f"head -c {megabytes}M /dev/urandom > {path} && sha256sum {path}"]
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()[0]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_login_through_the_cli(gsite: Site, api: globus_api.EmulatorServer) -> None:
+    user = gsite.users["gtunit1"]
+    user.user_dir.mkdir(mode=0o700)
+    os.chown(user.user_dir, user.uid, user.gid)
+    _admin(api)._call("POST", "_emulator/login", {"username": "gtunit1@example.org"})
+    env = [f"GLOBUS_TMP_CONFIG={gsite.config}", "PATH=/usr/bin:/bin"]
+    proc = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            user.name,
+            "--",
+            "env",
+            "-i",
+            *env,
+            str(BIN / "globus-tmp-endpoint"),
+            "login",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    url, seen = "", []
+    while not url:
+        line = proc.stdout.readline()
+        seen.append(line)
+        assert line, f"login ended before printing the authorization URL: {seen}"
+        if line.startswith("http"):
+            url = line.strip()
+    with urllib.request.urlopen(url) as resp:
+        code = resp.headers["X-Emulator-Auth-Code"]
+    out, _ = proc.communicate(code + "\n", timeout=60)
+    assert proc.returncode == 0, out
+    tokens = user.user_dir / "tokens.db"
+    assert tokens.stat().st_uid == user.uid and tokens.stat().st_mode & 0o077 == 0
+    assert "logged in" in out
+
+
+def test_setup_creates_the_pool_and_survives_a_lost_answer(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    res = gsite.endpoint("gtunit1", "setup", "--count", "2")
+    assert res.returncode == 0, res.stderr + res.stdout
+    entries = sorted(p.name for p in (user.user_dir / "endpoints").iterdir())
+    assert entries == ["ep1", "ep2"]
+    again = gsite.endpoint("gtunit1", "setup", "--count", "2")
+    assert again.returncode == 0 and again.stdout.count("already set up") == 2
+    # the create POST succeeds in Globus but its answer is lost: no blind retry, no duplicate
+    _admin(api)._call(
+        "POST",
+        "_emulator/faults",
+        {"route": "endpoint_create", "status": 502, "count": 1, "after": True},
+    )
+    res = gsite.endpoint("gtunit1", "setup", "--count", "3")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "deleting half-made" in res.stdout
+    mine = [
+        e
+        for e in _state(api)["endpoints"].values()
+        if "globus-tmp gtunit1" in str(e.get("display_name"))
+    ]
+    assert len(mine) == 3, [e["display_name"] for e in mine]
+    for name in ("ep1", "ep2", "ep3"):
+        key = user.user_dir / "endpoints" / name / "lta" / "relay-anonymous-key.pem"
+        assert key.exists() and key.stat().st_mode & 0o077 == 0
+    listing = gsite.endpoint("gtunit1", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert [row["name"] for row in json.loads(listing.stdout)] == ["ep1", "ep2", "ep3"]
+
+
+def test_remove_is_refused_while_leased(gsite: Site, api: globus_api.EmulatorServer) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    assert gsite.endpoint("gtunit1", "setup", "--count", "1").returncode == 0
+    endpoint_id = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
+    assert "started GCP" in gsite.prolog("600").stderr
+    listing = gsite.endpoint("gtunit1", "list")
+    assert "leased to n1" in listing.stdout and " connected" in listing.stdout
+    res = gsite.endpoint("gtunit1", "remove", "ep1")
+    assert res.returncode == 1 and "leased to n1" in res.stderr
+    gsite.epilog("600")
+    res = gsite.endpoint("gtunit1", "remove", "ep1")
+    assert res.returncode == 0, res.stderr
+    assert not (user.user_dir / "endpoints" / "ep1").exists()
+    assert endpoint_id not in _state(api)["endpoints"]
+
+
+def test_stage_out_and_in_with_wait_move_real_bytes(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    collection, root = _collection(api, gsite)
+    gsite.prolog("610")
+    digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-out.bin", 20)
+    res = gsite.endpoint(
+        "gtunit1", "stage-out", "/tmp/gtunit1-out.bin", f"{collection}:/out.bin", "--wait"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "SUCCEEDED" in res.stderr or "files" in res.stderr
+    assert _sha256(root / "out.bin") == digest
+    res = gsite.endpoint(
+        "gtunit1", "stage-in", f"{collection}:/out.bin", "/tmp/gtunit1-in.bin", "--wait"
+    )
+    assert res.returncode == 0, res.stderr
+    assert _sha256(Path("/tmp/gtunit1-in.bin")) == digest
+    failed = gsite.endpoint("gtunit1", "stage-out", "/etc/hostname", f"{collection}:/x", "--wait")
+    assert failed.returncode == 1 and "FAILED" in failed.stderr, failed.stderr
+    gsite.epilog("610")
+    for path in ("/tmp/gtunit1-out.bin", "/tmp/gtunit1-in.bin"):
+        Path(path).unlink(missing_ok=True)
+
+
+def test_drain_keeps_gcp_up_while_a_task_is_live(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    collection, root = _collection(api, gsite)
+    gsite.prolog("620")
+    digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-drain.bin", 30)
+    res = gsite.endpoint(
+        "gtunit1", "stage-out", "/tmp/gtunit1-drain.bin", f"{collection}:/drain.bin"
+    )
+    assert res.returncode == 0, res.stderr
+    task_id = res.stdout.strip()
+    _admin(api)._call("POST", f"_emulator/tasks/{task_id}/pause", {})  # INACTIVE, GCP idle
+    before = _state(api)["route_hits"].get("task_list", 0)
+    res = gsite.epilog("620")
+    assert "drain pid" in res.stderr and task_id in res.stderr, res.stderr
+    time.sleep(4)  # GCP says idle all along: only the Transfer API knows the task is live
+    assert len(gcp_processes(user.uid)) == 1
+    polls = gsite.hook_log().count("\n")
+    _admin(api)._call("POST", f"_emulator/tasks/{task_id}/resume", {})
+    _wait_for(lambda: "transfer over" in gsite.hook_log(), what="the drain to see the task end")
+    assert gcp_processes(user.uid) == []
+    assert _sha256(root / "drain.bin") == digest
+    hits = _state(api)["route_hits"].get("task_list", 0) - before
+    elapsed_polls = 4 / float(gsite.settings["linger_poll_seconds"]) + 10  # type: ignore[arg-type]
+    assert 1 <= hits <= elapsed_polls, f"{hits} task_list calls, polls {polls}"
+    Path("/tmp/gtunit1-drain.bin").unlink(missing_ok=True)
+
+
+def test_drain_gives_up_at_linger_max_and_names_the_task(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    gsite.endpoint("gtunit1", "setup", "--count", "2")
+    # the destination is the user's second endpoint, whose GCP never runs: the task
+    # stays ACTIVE (GC_NOT_CONNECTED) and can never finish
+    offline = (user.user_dir / "endpoints/ep2/lta/client-id.txt").read_text().strip()
+    gsite.configure(linger_max=3)
+    gsite.prolog("630")
+    _write_random(gsite, "gtunit1", "/tmp/gtunit1-stuck.bin", 5)
+    res = gsite.endpoint("gtunit1", "stage-out", "/tmp/gtunit1-stuck.bin", f"{offline}:/tmp/x")
+    task_id = res.stdout.strip()
+    assert res.returncode == 0 and task_id, res.stderr
+    gsite.epilog("630")
+    _wait_for(lambda: "lease ep1 released" in gsite.hook_log(), what="the drain to give up")
+    gave_up = [line for line in gsite.hook_log().splitlines() if "gave up" in line]
+    assert gave_up and task_id in gave_up[0], gsite.hook_log()
+    assert gcp_processes(user.uid) == []
+    Path("/tmp/gtunit1-stuck.bin").unlink(missing_ok=True)
+
+
+def test_without_tokens_the_drain_lingers_a_bounded_while(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    (user.user_dir / "tokens.db").unlink()  # logged out
+    assert "started GCP" in gsite.prolog("640").stderr
+    start = time.monotonic()
+    res = gsite.epilog("640")
+    assert "Transfer API not asked" in res.stderr and "not logged in" in res.stderr, res.stderr
+    assert len(gcp_processes(user.uid)) == 1
+    _wait_for(lambda: "without the Transfer API" in gsite.hook_log(), what="bounded linger")
+    assert time.monotonic() - start >= 3  # linger_unverified
+    assert gcp_processes(user.uid) == []
+
+
+def test_transfer_api_hiccups_are_retried(gsite: Site, api: globus_api.EmulatorServer) -> None:
+    user = gsite.users["gtunit1"]
+    _seed_tokens(api, user)
+    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    assert "started GCP" in gsite.prolog("650").stderr
+    _admin(api)._call(
+        "POST",
+        "_emulator/faults",
+        {"route": "task_list", "status": 429, "retry_after": 1, "count": 1},
+    )
+    res = gsite.epilog("650")
+    assert "no Transfer task uses the endpoint" in res.stderr, res.stderr
+    assert gcp_processes(user.uid) == []
