@@ -19,7 +19,7 @@ from pathlib import Path
 
 import globus_api
 import pytest
-from hooksite import BIN, Site, UnixUser, gcp_processes
+from hooksite import BIN, Site, UnixUser, gcp_processes, wait_for
 
 CLIENT_ID = "5b9a6f6e-8bb5-4c5a-9b9e-5d6a7f1e2c3d"
 
@@ -70,6 +70,15 @@ def _seed_tokens(api: globus_api.EmulatorServer, user: UnixUser) -> None:
     path.chmod(0o600)
 
 
+def _logged_in_pool(site: Site, api: globus_api.EmulatorServer, count: int) -> UnixUser:
+    """gtunit1, logged in, with ``count`` endpoints set up through the CLI."""
+    user = site.users["gtunit1"]
+    _seed_tokens(api, user)
+    res = site.endpoint("gtunit1", "setup", "--count", str(count))
+    assert res.returncode == 0, res.stderr + res.stdout
+    return user
+
+
 def _collection(api: globus_api.EmulatorServer, site: Site) -> tuple[str, Path]:
     root = site.root / "collection"
     root.mkdir(mode=0o755, exist_ok=True)
@@ -87,16 +96,6 @@ def _write_random(site: Site, user: str, path: str, megabytes: int) -> str:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_login_through_the_cli(gsite: Site, api: globus_api.EmulatorServer) -> None:
@@ -174,9 +173,7 @@ def test_setup_creates_the_pool_and_survives_a_lost_answer(
 
 
 def test_remove_is_refused_while_leased(gsite: Site, api: globus_api.EmulatorServer) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    assert gsite.endpoint("gtunit1", "setup", "--count", "1").returncode == 0
+    user = _logged_in_pool(gsite, api, 1)
     endpoint_id = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
     assert "started GCP" in gsite.prolog("600").stderr
     listing = gsite.endpoint("gtunit1", "list")
@@ -193,9 +190,7 @@ def test_remove_is_refused_while_leased(gsite: Site, api: globus_api.EmulatorSer
 def test_stage_out_and_in_with_wait_move_real_bytes(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    _logged_in_pool(gsite, api, 1)
     collection, root = _collection(api, gsite)
     gsite.prolog("610")
     digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-out.bin", 20)
@@ -220,9 +215,7 @@ def test_stage_out_and_in_with_wait_move_real_bytes(
 def test_drain_keeps_gcp_up_while_a_task_is_live(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    user = _logged_in_pool(gsite, api, 1)
     collection, root = _collection(api, gsite)
     gsite.prolog("620")
     digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-drain.bin", 30)
@@ -239,7 +232,7 @@ def test_drain_keeps_gcp_up_while_a_task_is_live(
     assert len(gcp_processes(user.uid)) == 1
     polls = gsite.hook_log().count("\n")
     _admin(api)._call("POST", f"_emulator/tasks/{task_id}/resume", {})
-    _wait_for(lambda: "transfer over" in gsite.hook_log(), what="the drain to see the task end")
+    wait_for(lambda: "transfer over" in gsite.hook_log(), what="the drain to see the task end")
     assert gcp_processes(user.uid) == []
     assert _sha256(root / "drain.bin") == digest
     hits = _state(api)["route_hits"].get("task_list", 0) - before
@@ -251,9 +244,7 @@ def test_drain_keeps_gcp_up_while_a_task_is_live(
 def test_drain_gives_up_at_linger_max_and_names_the_task(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    gsite.endpoint("gtunit1", "setup", "--count", "2")
+    user = _logged_in_pool(gsite, api, 2)
     # the destination is the user's second endpoint, whose GCP never runs: the task
     # stays ACTIVE (GC_NOT_CONNECTED) and can never finish
     offline = (user.user_dir / "endpoints/ep2/lta/client-id.txt").read_text().strip()
@@ -264,7 +255,7 @@ def test_drain_gives_up_at_linger_max_and_names_the_task(
     task_id = res.stdout.strip()
     assert res.returncode == 0 and task_id, res.stderr
     gsite.epilog("630")
-    _wait_for(lambda: "lease ep1 released" in gsite.hook_log(), what="the drain to give up")
+    wait_for(lambda: "lease ep1 released" in gsite.hook_log(), what="the drain to give up")
     gave_up = [line for line in gsite.hook_log().splitlines() if "gave up" in line]
     assert gave_up and task_id in gave_up[0], gsite.hook_log()
     assert gcp_processes(user.uid) == []
@@ -274,24 +265,20 @@ def test_drain_gives_up_at_linger_max_and_names_the_task(
 def test_without_tokens_the_drain_lingers_a_bounded_while(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    user = _logged_in_pool(gsite, api, 1)
     (user.user_dir / "tokens.db").unlink()  # logged out
     assert "started GCP" in gsite.prolog("640").stderr
     start = time.monotonic()
     res = gsite.epilog("640")
     assert "Transfer API not asked" in res.stderr and "not logged in" in res.stderr, res.stderr
     assert len(gcp_processes(user.uid)) == 1
-    _wait_for(lambda: "without the Transfer API" in gsite.hook_log(), what="bounded linger")
+    wait_for(lambda: "without the Transfer API" in gsite.hook_log(), what="bounded linger")
     assert time.monotonic() - start >= 3  # linger_unverified
     assert gcp_processes(user.uid) == []
 
 
 def test_transfer_api_hiccups_are_retried(gsite: Site, api: globus_api.EmulatorServer) -> None:
-    user = gsite.users["gtunit1"]
-    _seed_tokens(api, user)
-    gsite.endpoint("gtunit1", "setup", "--count", "1")
+    user = _logged_in_pool(gsite, api, 1)
     assert "started GCP" in gsite.prolog("650").stderr
     _admin(api)._call(
         "POST",

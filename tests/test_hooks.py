@@ -11,17 +11,7 @@ import threading
 import time
 
 import psutil
-from hooksite import Site, all_user_processes, gcp_processes
-
-
-def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from hooksite import Site, all_user_processes, gcp_processes, wait_for
 
 
 def _endpoint_id(site: Site, user: str = "gtunit1", node: str = "n1") -> str:
@@ -312,7 +302,7 @@ def test_killed_gcp_is_restarted_by_the_next_prolog(site: Site) -> None:
     (first,) = gcp_processes(user.uid)
     for proc in [first, *first.children(recursive=True)]:
         proc.send_signal(signal.SIGKILL)
-    _wait_for(lambda: not gcp_processes(user.uid), what="GCP to die")
+    wait_for(lambda: not gcp_processes(user.uid), what="GCP to die")
     assert site.endpoint("gtunit1").returncode == 1
     res = site.prolog("101")
     assert res.returncode == 0 and "started GCP" in res.stderr
@@ -374,7 +364,7 @@ def test_concurrent_prologs_and_epilogs(site: Site) -> None:
     most = _storm(site, [("epilog", str(j)) for j in range(400, 416)])
     assert most <= 1
     assert site.state("gtunit1")["jobs"] == {}
-    _wait_for(lambda: not gcp_processes(user.uid), what="GCP to stop")
+    wait_for(lambda: not gcp_processes(user.uid), what="GCP to stop")
     assert user.registry() == {}
 
 
@@ -397,7 +387,7 @@ def test_active_transfer_keeps_gcp_until_it_ends(site: Site) -> None:
     assert time.monotonic() - start < 10, "the epilog hands over; it does not wait"
     assert len(gcp_processes(user.uid)) == 1
     assert site.state("gtunit1")["phase"] == "draining"
-    _wait_for(lambda: "transfer over" in site.hook_log(), timeout=20, what="drain to stop GCP")
+    wait_for(lambda: "transfer over" in site.hook_log(), timeout=20, what="drain to stop GCP")
     assert time.monotonic() - start >= 3
     assert gcp_processes(user.uid) == []
     assert user.registry() == {}
@@ -426,8 +416,8 @@ def test_drain_gives_up_at_linger_max(site: Site) -> None:
     site.prolog("520")
     _emulate_transfer(site, 60)
     site.epilog("520")
-    _wait_for(lambda: "lease ep1 released" in site.hook_log(), timeout=20, what="drain to give up")
+    wait_for(lambda: "lease ep1 released" in site.hook_log(), timeout=20, what="drain to give up")
     assert "gave up after linger_max=2 s" in site.hook_log()
     assert gcp_processes(user.uid) == []
     drain_pid = int(site.hook_log().split("drain pid ")[1].split()[0])
-    _wait_for(lambda: not psutil.pid_exists(drain_pid), what="the drain to exit")
+    wait_for(lambda: not psutil.pid_exists(drain_pid), what="the drain to exit")

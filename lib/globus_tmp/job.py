@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import JobContextError
 
@@ -26,18 +27,20 @@ class UserIdentity:
 
     @classmethod
     def from_uid(cls, uid: int) -> UserIdentity:
-        try:
-            pw = pwd.getpwuid(uid)
-        except KeyError:
-            raise JobContextError(f"uid {uid} is not in the password database") from None
-        return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+        return cls._lookup(pwd.getpwuid, uid, f"uid {uid}")
 
     @classmethod
     def from_name(cls, name: str) -> UserIdentity:
+        return cls._lookup(pwd.getpwnam, name, f"user '{name}'")
+
+    @classmethod
+    def _lookup(
+        cls, getter: Callable[[Any], pwd.struct_passwd], key: Any, what: str
+    ) -> UserIdentity:
         try:
-            pw = pwd.getpwnam(name)
+            pw = getter(key)
         except KeyError:
-            raise JobContextError(f"user '{name}' is not in the password database") from None
+            raise JobContextError(f"{what} is not in the password database") from None
         return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
 
     @classmethod

@@ -66,28 +66,24 @@ class SqueueNodeActivity:
         if not squeue or not scontrol:
             return None
         try:
-            out = subprocess.run(
-                [squeue, "--noheader", f"--user={user}", "--states=R,CG,CF", "--format=%N"],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=True,
-                stdin=subprocess.DEVNULL,
-            ).stdout
+            lists = self._lines(squeue, "-h", f"--user={user}", "--states=R,CG,CF", "--format=%N")
             nodes: set[str] = set()
-            for hostlist in {line.strip() for line in out.splitlines() if line.strip()}:
-                names = subprocess.run(
-                    [scontrol, "show", "hostnames", hostlist],
-                    capture_output=True,
-                    text=True,
-                    timeout=self.timeout,
-                    check=True,
-                    stdin=subprocess.DEVNULL,
-                ).stdout
-                nodes.update(n.strip() for n in names.splitlines() if n.strip())
+            for hostlist in set(lists):  # "n[1-3]": expanded by Slurm itself
+                nodes.update(self._lines(scontrol, "show", "hostnames", hostlist))
             return nodes
         except (OSError, subprocess.SubprocessError):
             return None
+
+    def _lines(self, *argv: str) -> list[str]:
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        ).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 class EndpointPool:
