@@ -12,7 +12,6 @@ import sys
 import time
 
 from globus_tmp.config import load_config
-from globus_tmp.errors import GlobusTmpError
 from globus_tmp.hooklog import HookLog
 from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
@@ -33,11 +32,20 @@ def main(argv: list[str] | None = None) -> int:
         log.log_file = cfg.log_file_for(args.node)
         user = UserIdentity.from_name(args.user)
         deadline = time.monotonic() + cfg.linger_max + cfg.stop_grace + 120
-        log.info(NodeLifecycle(cfg, args.node, store, log, deadline).drain(user))
-    except GlobusTmpError as exc:
-        log.error(str(exc))
+        lifecycle = NodeLifecycle(cfg, args.node, store, log, deadline)
     except Exception as exc:
-        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        log.error(f"cannot drain: {exc}")
+        return 0
+    try:
+        log.info(lifecycle.drain(user))
+    except Exception as exc:
+        # a GCP nobody watches any more would run (and hold its lease) until the user's
+        # next job on this node: stop it now rather than leave it behind
+        log.error(f"drain failed ({type(exc).__name__}: {exc}); stopping GCP")
+        try:
+            log.info(lifecycle.stop_if_unused(user, "the drain failed"))
+        except Exception as again:
+            log.error(f"could not stop GCP either: {type(again).__name__}: {again}")
     return 0
 
 

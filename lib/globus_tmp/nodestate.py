@@ -98,6 +98,7 @@ class UserNodeState:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["recovered_from"]  # about this read, not part of the state
         data["version"] = STATE_VERSION
         return data
 
@@ -107,6 +108,7 @@ class UserNodeState:
             raise ValueError("not a globus-tmp state document")
         data = dict(data)
         data.pop("version")
+        data.pop("recovered_from", None)
         inst = data.pop("instance", None)
         jobs = data.pop("jobs", {})
         if not isinstance(jobs, dict):
