@@ -3,7 +3,8 @@
 ``lab`` (session): brings up a 3-node lab with the checkout installed as the hooks and
 ALWAYS takes it down at the end, so a test run leaves no daemon, job or GCP behind.
 Each test then starts from a clean lab (autouse ``clean_lab``): no jobs, default
-globus-tmp.conf and GCP wrapper, empty pools, no GCP running.
+globus-tmp.conf and GCP wrapper, empty pools, no GCP running, no fault injected into the
+lab's Globus API emulator (which runs for the whole session: every GCP connects to it).
 
 These tests need root (slurmd, munged, users); as root they always run.
 """
@@ -52,6 +53,7 @@ def clean_lab(lab: SlurmLab) -> Iterator[SlurmLab]:
     lab.kill_gcp()
     lab.write_gcp_wrapper(GCP_WRAPPER)
     lab.write_globus_tmp_conf()
+    lab.api_call("DELETE", "_emulator/faults")
     for user in lab.users:
         lab.clear_pool(user)
     clear_flags(lab)
@@ -61,6 +63,7 @@ def clean_lab(lab: SlurmLab) -> Iterator[SlurmLab]:
     lab.kill_gcp()
     lab.write_gcp_wrapper(GCP_WRAPPER)
     lab.write_globus_tmp_conf()
+    lab.api_call("DELETE", "_emulator/faults")
     clear_flags(lab)
     if left:
         pytest.fail(f"GCP still running 60 s after the last job ended: {left}")

@@ -19,6 +19,11 @@ How it is put together (see /work/shared/FACTS.md, "A real multi-node Slurm clus
   hooks' venv, a copy of tests/emulators, the GCP wrapper scripts).
 - The hooks' venv is built from ``/usr/bin/python3`` because the default python3 here lives
   under /root (mode 0700) and the job users could not execute console scripts made from it.
+- The Globus Transfer/Auth API emulator (tests/emulators/globus_api.py) runs as one more
+  lab daemon on 127.0.0.1 (shared by every node: only mount namespaces are private). Every
+  GCP connects out to it, the hooks' globus-tmp.conf points ``globus_service_urls`` at it,
+  and :meth:`SlurmLab.make_pool` logs the user in (seeded tokens) and runs the real
+  ``globus-tmp-endpoint setup``, so pool endpoints exist in the emulated Globus.
 
 Stdlib only, so the lab runs from any Python 3.9+ (pytest's, or /usr/bin/python3).
 Everything that needs root says so by failing early: the lab is root-only by nature.
@@ -38,6 +43,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +68,10 @@ HOOK_SCRIPTS = {
 ENDPOINT_CLI = "globus-tmp-endpoint"
 GCP_WRAPPER = "globusconnectpersonal"
 """Name of the default GCP wrapper in ``<root>/bin``: the emulator with the lab's knobs."""
+GLOBUS_API_LAUNCHER = "globus-api-emulator"
+"""The Transfer/Auth API emulator's launcher in the lab's copy of tests/emulators."""
+LAB_GLOBUS_CLIENT_ID = "0c7e1a52-6d3b-4f0e-9a51-3f2b8c4d7e19"
+"""The lab site's native-app client id (``globus_client_id``): any fixed UUID will do."""
 
 # Job states after which a job no longer holds its nodes (COMPLETING does: its epilogs run).
 _ACTIVE_JOB_STATES = frozenset(
@@ -82,7 +93,7 @@ _ACTIVE_JOB_STATES = frozenset(
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
-TomlValue = Union[str, int, float, bool, Sequence[str]]
+TomlValue = Union[str, int, float, bool, Sequence[str], Mapping[str, str]]
 
 
 class LabError(RuntimeError):
@@ -239,7 +250,30 @@ def _toml_value(value: TomlValue) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, Mapping):  # an inline table: { key = "value", ... }
+        return "{ " + ", ".join(f"{k} = {json.dumps(str(v))}" for k, v in value.items()) + " }"
     return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""The API emulator is on 127.0.0.1: never through a proxy from the environment."""
+
+SEED_TOKENS = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import globus_api
+from globus_sdk.token_storage import SQLiteTokenStorage
+url, client_id, username, path = sys.argv[2:6]
+tokens = globus_api.AdminClient(url).mint_tokens(
+    username, scopes=globus_api.USER_APP_SCOPES, client_id=client_id
+)
+globus_api.seed_token_storage(SQLiteTokenStorage(path), tokens)
+os.chmod(path, 0o600)
+print(tokens["identity_id"])
+"""
+"""Run as the user by the lab venv's python: tokens as ``globus-tmp-endpoint login`` leaves them
+(tests/test_globus.py ``_seed_tokens``): minted by the API emulator's admin route, stored in
+globus-sdk's SQLite token storage."""
 
 
 def _port_free(port: int) -> bool:
@@ -298,6 +332,8 @@ class SlurmLab:
         cpus_per_node: int = 4,
         ready_timeout: float = 60.0,
         verbose: bool = False,
+        globus_api: bool = True,
+        globus_api_gcp_timeout: float = 5.0,
     ) -> None:
         self.root = Path(root)
         if nodes is None:  # the running lab's size, else 3
@@ -313,6 +349,8 @@ class SlurmLab:
         self.cpus_per_node = cpus_per_node
         self.ready_timeout = ready_timeout
         self.verbose = verbose
+        self.globus_api = globus_api
+        self.globus_api_gcp_timeout = globus_api_gcp_timeout
         self.users = LAB_USERS
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -377,6 +415,36 @@ class SlurmLab:
     def slurmctld_log(self) -> Path:
         return self.log_dir / "slurmctld.log"
 
+    @property
+    def globus_api_log(self) -> Path:
+        return self.log_dir / "globus-api.out"
+
+    @property
+    def globus_api_state_file(self) -> Path:
+        """The API emulator's persisted state (identities, endpoints, tasks): for post-mortems."""
+        return self.run_dir / "globus-api.json"
+
+    @property
+    def collections_dir(self) -> Path:
+        """Where :meth:`create_collection` puts the directories the API emulator serves."""
+        return self.root / "collections"
+
+    @property
+    def globus_api_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running API emulator, without a trailing slash.
+
+        globus-tmp.conf's ``globus_service_urls`` get ``<url>/``; the GCP wrapper sets
+        ``GCP_EMULATOR_GLOBUS_API=<url>``. Raises :class:`LabError` if it does not run.
+        """
+        url = self._globus_api_url()
+        if url is None:
+            raise LabError("the lab's Globus API emulator is not running (is the lab up?)")
+        return url
+
+    def _globus_api_url(self) -> Optional[str]:
+        port = self._load_state().get("globus_api_port")
+        return f"http://127.0.0.1:{int(port)}" if port else None
+
     def slurmd_log(self, node: str) -> Path:
         return self.log_dir / f"slurmd.{node}.log"
 
@@ -427,14 +495,12 @@ class SlurmLab:
         self.ensure_packages()
         self._prepare_dirs()
         self.ensure_users()
+        self.clear_job_outputs()  # slurmctld -c numbers jobs from 1 again: no stale lab-1.out
         self._copy_emulators()
-        self.write_gcp_wrapper(GCP_WRAPPER)
         if self.hooks:
             self.install_hooks()
         self._ensure_munge_key()
         self._check_ports()
-        self.write_globus_tmp_conf()
-        self._write_slurm_conf()
         state: dict[str, Any] = {
             "nodes": list(self.nodes),
             "owner": [os.getpid(), _proc_start_time(os.getpid())],
@@ -442,6 +508,13 @@ class SlurmLab:
             "ns": {},
         }
         try:
+            if self.globus_api:
+                # First: the GCP wrapper and globus-tmp.conf carry its URL.
+                state["globus_api"], state["globus_api_port"] = self._start_globus_api()
+                self._save_state(state)
+            self.write_gcp_wrapper(GCP_WRAPPER)
+            self.write_globus_tmp_conf()
+            self._write_slurm_conf()
             state["munged"] = self._start_munged()
             self._save_state(state)
             state["slurmctld"] = self._start_slurmctld()
@@ -500,8 +573,12 @@ class SlurmLab:
         for leftover in self.spool_dir.iterdir():
             # Old job scripts and node state would make slurmd try to recover dead jobs.
             shutil.rmtree(leftover, ignore_errors=True)
-        for log in self.log_dir.glob("*.log"):
-            log.unlink()
+        for log in [*self.log_dir.glob("*.log"), self.globus_api_log]:
+            log.unlink(missing_ok=True)
+        # The API emulator starts afresh: the pools it knew were cleared by ``down``.
+        self.globus_api_state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.collections_dir, ignore_errors=True)
+        self.collections_dir.mkdir(mode=0o755)
         Path(NODE_STATE_MOUNT).mkdir(mode=0o755, parents=True, exist_ok=True)
 
     def ensure_users(self) -> None:
@@ -550,11 +627,16 @@ class SlurmLab:
         The hooks start GCP with a clean environment, so knobs such as
         ``GCP_EMULATOR_STATUS_INTERVAL`` or ``GCP_EMULATOR_MODE`` can only reach the emulator
         through a wrapper like this one. Point ``gcp_path`` at the returned path.
+        While the lab's API emulator runs, ``GCP_EMULATOR_GLOBUS_API`` is set to it unless
+        ``env`` says otherwise (an empty value: a GCP that never connects out).
         """
         knobs: dict[str, str] = {
             "GCP_EMULATOR_STATUS_INTERVAL": str(self.status_interval),
             "GCP_EMULATOR_CONNECT_DELAY": str(self.connect_delay),
         }
+        url = self._globus_api_url()
+        if url:  # every GCP connects out to the lab's Globus; -setup redeems keys there
+            knobs["GCP_EMULATOR_GLOBUS_API"] = url
         knobs.update({k: str(v) for k, v in env.items()})
         lines = [
             "#!/bin/sh",
@@ -673,7 +755,9 @@ class SlurmLab:
         """(Re)write the hooks' globus-tmp.conf; an override of None drops that key.
 
         The hooks read it on every call, so a test can switch e.g. ``gcp_path`` to a broken
-        program between jobs without restarting anything.
+        program between jobs without restarting anything. While the lab's API emulator
+        runs, the defaults point the hooks and the CLI at it (``globus_client_id``,
+        ``globus_service_urls``) and keep ``linger_unverified`` short.
         """
         conf: dict[str, Optional[TomlValue]] = {
             "gcp_path": str(self.bin_dir / GCP_WRAPPER),
@@ -686,6 +770,11 @@ class SlurmLab:
             "linger_poll_seconds": 2,
             "on_failure": "continue",
         }
+        url = self._globus_api_url()
+        if url:
+            conf["linger_unverified"] = 5
+            conf["globus_client_id"] = LAB_GLOBUS_CLIENT_ID
+            conf["globus_service_urls"] = {"transfer": url + "/", "auth": url + "/"}
         conf.update(overrides)
         text = "# Written by tests/lab/slurmlab.py for the lab cluster.\n" + "".join(
             f"{k} = {_toml_value(v)}\n" for k, v in conf.items() if v is not None
@@ -808,6 +897,51 @@ PrologEpilogTimeout=180
             time.sleep(0.1)
         raise LabError(f"munged not answering on {self.munge_socket}:\n{_tail(log)}")
 
+    def _start_globus_api(self) -> tuple[list[int], int]:
+        """Start the Transfer/Auth API emulator on a free port; return ([pid, start], port).
+
+        From the lab's copy of the emulators, by /usr/bin/python3 (stdlib only), as root in
+        the host's mount namespace: it listens on 127.0.0.1, which every node shares, and
+        serves the collections under :attr:`collections_dir`.
+        """
+        port_file = self.run_dir / "globus-api.port"
+        port_file.unlink(missing_ok=True)
+        launcher = self.emulators_dir / GLOBUS_API_LAUNCHER
+        if not launcher.exists():
+            raise LabError(f"no {launcher}: the checkout has no Globus API emulator")
+        argv = [
+            HOST_PYTHON,
+            str(launcher),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--state-file",
+            str(self.globus_api_state_file),
+            "--gcp-timeout",
+            f"{self.globus_api_gcp_timeout:g}",
+        ]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+        pid, start = self._spawn(argv, self.globus_api_log, env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not _proc_alive(pid, start):
+                raise LabError(f"the Globus API emulator died:\n{_tail(self.globus_api_log)}")
+            try:
+                port = int(port_file.read_text().strip())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            try:
+                self._api_call(f"http://127.0.0.1:{port}", "GET", "_emulator/health")
+            except (OSError, ValueError):
+                time.sleep(0.1)
+                continue
+            self._log(f"Globus API emulator pid {pid} on http://127.0.0.1:{port}")
+            return [pid, start], port
+        self._stop_pid("globus-api", pid, start)
+        raise LabError(f"the Globus API emulator did not answer:\n{_tail(self.globus_api_log)}")
+
     def _start_slurmctld(self) -> list[int]:
         # -c: a clean start every time (no jobs recovered from an earlier lab).
         pid, start = self._spawn(
@@ -904,10 +1038,10 @@ PrologEpilogTimeout=180
     def _recorded(state: Mapping[str, Any]) -> list[tuple[str, int, int]]:
         """(name, pid, start time) of every daemon in the state file, slurmds first."""
         out = [(f"slurmd {n}", int(p), int(s)) for n, (p, s) in state.get("slurmd", {}).items()]
-        for name in ("slurmctld", "munged"):
+        for name in ("slurmctld", "munged", "globus_api"):
             if state.get(name):
                 pid, start = state[name]
-                out.append((name, int(pid), int(start)))
+                out.append((name.replace("_", "-"), int(pid), int(start)))
         return out
 
     def slurmd_pid(self, node: str) -> int:
@@ -932,8 +1066,9 @@ PrologEpilogTimeout=180
 
         Order: cancel jobs (so epilogs run and stop GCP the normal way), kill what is left
         in the nodes' mount namespaces (job steps, GCP, detached drains: only lab nodes run
-        there), stop the slurmds, slurmctld and munged by recorded pid, then kill leftover
-        processes of the lab users, and clear their pools.
+        there), stop the slurmds, slurmctld, munged and the Globus API emulator by recorded
+        pid, then kill leftover processes of the lab users, clear their pools and the served
+        collections.
 
         A lab brought up by another process that still runs (another pytest session, a
         demo) is not taken down unless ``force``: that would pull the cluster from under it.
@@ -969,6 +1104,12 @@ PrologEpilogTimeout=180
         for user in self.users:
             with contextlib.suppress(KeyError):
                 self.clear_pool(user)
+        with contextlib.suppress(OSError):  # served collections: possibly big test files
+            for entry in self.collections_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         if not quiet:
@@ -1040,21 +1181,31 @@ PrologEpilogTimeout=180
             os.waitpid(pid, os.WNOHANG)
 
     def _stop_pid(self, name: str, pid: int, start: int, grace: float = 15) -> None:
+        proc = self._children.get(pid)
+
+        def alive() -> bool:
+            # Our own child is gone once reaped: a multi-threaded daemon (slurmctld) whose
+            # main thread has exited shows as a zombie in /proc while its other threads
+            # still run, and cannot be reaped until they are done.
+            if proc is not None:
+                return proc.poll() is None
+            return _proc_alive(pid, start)
+
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not _proc_alive(pid, start):
+            if not alive():
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 self._reap(pid)
-                if not _proc_alive(pid, start):
+                if not alive():
                     break
                 time.sleep(0.1)
         self._reap(pid)
-        self._children.pop(pid, None)
-        if _proc_alive(pid, start):
+        if alive():
             raise LabError(f"{name} (pid {pid}) survived SIGKILL")
+        self._children.pop(pid, None)
 
     def purge(self) -> None:
         """``down``, then remove the lab root and the test users with their homes."""
@@ -1084,6 +1235,7 @@ PrologEpilogTimeout=180
             "slurm_conf": str(self.slurm_conf),
             "daemons": daemons,
             "up": self.is_up(),
+            "globus_api_url": self._globus_api_url(),
         }
         if out["up"]:
             out["sinfo"] = self.sinfo_states()
@@ -1334,14 +1486,21 @@ PrologEpilogTimeout=180
     def make_pool(self, user: str, n: int) -> list[str]:
         """Give ``user`` a pool of ``n`` set-up GCP config dirs ep1..epN; return their ids.
 
-        Uses the emulator's ``create_config_dir`` (tests/emulators/gcp_config_dir.py, run
-        from the lab's copy), which makes what a real ``-setup`` leaves behind. Everything
-        is owned by the user, directories 0700, as GCP and the hooks demand.
+        With the lab's Globus API emulator (the default), the real way: the user is logged
+        in (:meth:`login`) and runs ``globus-tmp-endpoint setup --count n``, which creates
+        the endpoints in the emulated Globus and runs GCP's ``-setup`` for each, so their
+        GCPs can connect. Without it (or without the hooks' venv), the emulator's
+        ``create_config_dir`` makes what a ``-setup`` leaves behind, for ids no Globus
+        knows. Either way everything is owned by the user, directories 0700.
         """
         self.clear_pool(user)
+        if self._globus_api_url() and (self.venv_bin / ENDPOINT_CLI).exists():
+            self.login(user)
+            self.endpoint_cli(user, "setup", "--count", str(n), check=True, timeout=60 + 15 * n)
+            return [self.pool_endpoint_id(user, f"ep{i}") for i in range(1, n + 1)]
         create = self._create_config_dir()
         pw = pwd.getpwnam(user)
-        base = self.home(user) / ".globus-tmp"
+        base = self.user_dir(user)
         ids = []
         for d in (base, base / "endpoints"):
             d.mkdir(mode=0o700, exist_ok=True)
@@ -1356,9 +1515,170 @@ PrologEpilogTimeout=180
                     p.chmod(0o700)
         return ids
 
+    def user_dir(self, user: str) -> Path:
+        """The user's globus-tmp dir (``user_dir = "~/.globus-tmp"``): pool, tokens, logs."""
+        return self.home(user) / ".globus-tmp"
+
+    def pool_endpoint_id(self, user: str, entry: str) -> str:
+        """The endpoint id of a pool entry (``lta/client-id.txt``, as GCP's -setup wrote it)."""
+        path = self.pool_dir(user) / entry / "lta" / "client-id.txt"
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise LabError(f"pool entry {entry} of {user} has no endpoint id: {exc}") from None
+
+    def login(self, user: str) -> str:
+        """Log ``user`` in to the lab's Globus as ``<user>@example.org``; return the identity id.
+
+        Tokens as ``globus-tmp-endpoint login`` leaves them (``~/.globus-tmp/tokens.db``,
+        the user's, 0600), minted by the API emulator for the lab's client id and stored by
+        the lab venv's globus-sdk, run as the user (the test process needs no globus-sdk).
+        """
+        pw = pwd.getpwnam(user)
+        base = self.user_dir(user)
+        base.mkdir(mode=0o700, exist_ok=True)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        base.chmod(0o700)
+        tokens = base / "tokens.db"
+        tokens.unlink(missing_ok=True)
+        cp = self.run_as(
+            user,
+            [
+                str(self.venv_bin / "python"),
+                "-c",
+                SEED_TOKENS,
+                str(self.emulators_dir),
+                self.globus_api_url,
+                LAB_GLOBUS_CLIENT_ID,
+                f"{user}@example.org",
+                str(tokens),
+            ],
+            check=True,
+        )
+        st = tokens.stat()
+        if st.st_uid != pw.pw_uid or st.st_mode & 0o077:
+            raise LabError(f"{tokens}: not {user}'s or not 0600 ({st.st_mode:o})")
+        return cp.stdout.strip()
+
+    def logout(self, user: str) -> None:
+        """Forget ``user``'s tokens (the epilog can then not ask the Transfer API)."""
+        (self.user_dir(user) / "tokens.db").unlink(missing_ok=True)
+
+    def run_as(
+        self,
+        user: str,
+        argv: Sequence[str],
+        *,
+        check: bool = False,
+        timeout: float = 120,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command on the host as ``user`` (a login node: the host's /tmp, no job).
+
+        Clean environment (:meth:`user_env`: the lab venv first on PATH, ``SLURM_CONF``
+        set, so the CLI finds the lab's globus-tmp.conf), from the user's home.
+        """
+        envargs = [f"{k}={v}" for k, v in self.user_env(user, env).items()]
+        return _run(
+            ["runuser", "-u", user, "--", "env", "-i", *envargs, *argv],
+            check=check,
+            timeout=timeout,
+            cwd=self.home(user),
+        )
+
+    def endpoint_cli(
+        self, user: str, *args: str, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """``globus-tmp-endpoint ARGS`` run as ``user`` on the host (e.g. ``setup``, ``list``)."""
+        return self.run_as(
+            user, [str(self.venv_bin / ENDPOINT_CLI), *args], check=check, timeout=timeout
+        )
+
+    # ----------------------------------------------------------------- the Globus API emulator
+
+    def api_call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        """Call the API emulator's admin routes (``_emulator/...``): JSON in, JSON out."""
+        return self._api_call(self.globus_api_url, method, path, body, timeout)
+
+    @staticmethod
+    def _api_call(
+        url: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 30,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        all_headers = dict(headers or {})
+        if data is not None:
+            all_headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(
+            url.rstrip("/") + "/" + path.lstrip("/"),
+            data=data,
+            method=method,
+            headers=all_headers,
+        )
+        try:
+            with _NO_PROXY.open(req, timeout=timeout) as resp:
+                content = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise LabError(
+                f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}"
+            ) from None
+        return json.loads(content) if content else None
+
+    def create_collection(self, name: str, writable: bool = True) -> tuple[str, Path]:
+        """A directory ``<root>/collections/<name>`` served by the API emulator as a collection
+        (standing in for another site's Globus endpoint); return (its endpoint id, the dir).
+
+        Outside /tmp, so the host reads what transfers wrote there.
+        """
+        path = self.collections_dir / name
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        doc = self.api_call(
+            "POST", "_emulator/collections", {"path": str(path), "writable": writable}
+        )
+        return str(doc["id"]), path
+
+    def api_state(self) -> dict[str, Any]:
+        """The API emulator's whole state (identities, endpoints, tasks, GCP sessions...)."""
+        return dict(self.api_call("GET", "_emulator/state"))
+
+    def api_task(self, task_id: str) -> dict[str, Any]:
+        """A task as the emulator stores it (``status``, ``completion_time``, ``_completed_ts``)."""
+        task = self.api_state()["tasks"].get(task_id)
+        if task is None:
+            raise LabError(f"the Globus API emulator has no task {task_id}")
+        return dict(task)
+
+    def pause_task(self, task_id: str, pause: bool = True) -> dict[str, Any]:
+        """Pause (INACTIVE, as an admin pause in Globus) or resume a task; return its view."""
+        action = "pause" if pause else "resume"
+        return dict(self.api_call("POST", f"_emulator/tasks/{task_id}/{action}", {}))
+
+    def cancel_task(self, user: str, task_id: str) -> dict[str, Any]:
+        """Cancel ``user``'s task through the Transfer API, with a token minted for the user."""
+        tokens = self.api_call(
+            "POST",
+            "_emulator/tokens",
+            {"username": f"{user}@example.org", "client_id": LAB_GLOBUS_CLIENT_ID},
+        )
+        docs = [tokens, *tokens.get("other_tokens", [])]
+        (transfer,) = [d for d in docs if d.get("resource_server") == "transfer.api.globus.org"]
+        return dict(
+            self._api_call(
+                self.globus_api_url,
+                "POST",
+                f"v0.10/task/{task_id}/cancel",
+                {},
+                headers={"Authorization": f"Bearer {transfer['access_token']}"},
+            )
+        )
+
     def clear_pool(self, user: str) -> None:
-        """Remove the user's whole ``~/.globus-tmp`` (pool, leases, logs)."""
-        shutil.rmtree(self.home(user) / ".globus-tmp", ignore_errors=True)
+        """Remove the user's whole ``~/.globus-tmp`` (pool, leases, logs, tokens)."""
+        shutil.rmtree(self.user_dir(user), ignore_errors=True)
 
     def _create_config_dir(self) -> Any:
         """Import create_config_dir from the lab's copy of the emulators (no sys.path games)."""
