@@ -30,10 +30,6 @@ class GlobusApiError(GlobusTmpError):
     """Globus could not be reached or refused a call; the message carries its answer."""
 
 
-class NotLoggedIn(GlobusApiError):
-    """No usable tokens in ``user_dir``: ``globus-tmp-endpoint login`` fixes it."""
-
-
 def describe(exc: BaseException) -> str:
     """One line for an SDK or network error: Globus's code and message where there are."""
     import globus_sdk

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from .config import Config
 from .errors import GcpError
-from .gcp import GcpAlreadyRunning, GcpCommand, GcpStatus
+from .gcp import GcpCommand, GcpStatus
 from .job import UserIdentity
 from .nodestate import GcpInstance
 from .pool import EndpointPool, NodeActivity, PoolEntry, SqueueNodeActivity
@@ -128,6 +128,3 @@ def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:
         log_path=str(log_path),
         since=time.time(),
     )
-
-
-__all__ = ["ForkedUserActions", "GcpAlreadyRunning", "Started", "UserActions"]
