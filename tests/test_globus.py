@@ -219,6 +219,20 @@ def test_drain_keeps_gcp_up_while_a_task_is_live(
     collection, root = _collection(api, gsite)
     gsite.prolog("620")
     digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-drain.bin", 30)
+    # margin: the GCP's first answers to the service come 3 s late, so the task cannot
+    # finish before the pause below lands (30 MB otherwise moves in well under a second)
+    endpoint = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
+    _admin(api)._call(
+        "POST",
+        "_emulator/faults",
+        {
+            "route": f"/_emulator/gcp/{endpoint}/work/",
+            "method": "POST",
+            "status": 0,
+            "delay": 3.0,
+            "count": 2,
+        },
+    )
     res = gsite.endpoint(
         "gtunit1", "stage-out", "/tmp/gtunit1-drain.bin", f"{collection}:/drain.bin"
     )
