@@ -1,27 +1,39 @@
-"""The detached drain (``python -m globus_tmp_epilog.drain --user U --node N``), as root.
+"""The detached drain (``python -m globus_tmp_epilog.drain --user U --node N --until T``).
 
-Started by the Epilog when the user's last job on the node ended under an active
-transfer: waits for the transfer (at most ``linger_max``), then stops GCP unless a job
-has joined meanwhile. Logs to the node's hook log.
+Started as root by the Epilog when the user's last job on the node ended while a
+transfer may still be running: waits for the transfer (until ``T``, when
+``linger_max`` runs out), then stops GCP unless a job has joined meanwhile. Logs to the
+node's hook log. SIGALRM is its backstop: whatever hangs, it stops GCP shortly after
+``T``; if it is killed, the next repair (a hook or ``globus-tmp-admin reconcile``)
+finds it dead and finishes its work.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
+from types import FrameType
 
 from globus_tmp.config import load_config
+from globus_tmp.errors import HookTimeout
 from globus_tmp.hooklog import HookLog
 from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.nodestate import NodeStateStore
 
 
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise HookTimeout("the drain overran linger_max; stopping GCP")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="globus-tmp-drain")
     parser.add_argument("--user", required=True)
     parser.add_argument("--node", required=True)
+    parser.add_argument("--until", type=float, default=None, help="wall-clock end (epoch s)")
     args = parser.parse_args(argv)
     log = HookLog("drain", to_stderr=False)
     log.bind(node=args.node, user=args.user)
@@ -31,21 +43,27 @@ def main(argv: list[str] | None = None) -> int:
         store.ensure()
         log.log_file = cfg.log_file_for(args.node)
         user = UserIdentity.from_name(args.user)
-        deadline = time.monotonic() + cfg.linger_max + cfg.stop_grace + 120
-        lifecycle = NodeLifecycle(cfg, args.node, store, log, deadline)
+        until = args.until if args.until is not None else time.time() + cfg.linger_max
+        budget = max(until - time.time(), 0) + cfg.stop_grace + 90
+        lifecycle = NodeLifecycle(cfg, args.node, store, log, time.monotonic() + budget)
     except Exception as exc:
         log.error(f"cannot drain: {exc}")
         return 0
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(math.ceil(max(until - time.time(), 0)) + 30)
     try:
-        log.info(lifecycle.drain(user))
+        log.info(lifecycle.drain(user, until))
     except Exception as exc:
         # a GCP nobody watches any more would run (and hold its lease) until the user's
         # next job on this node: stop it now rather than leave it behind
+        signal.alarm(math.ceil(cfg.stop_grace) + 60)
         log.error(f"drain failed ({type(exc).__name__}: {exc}); stopping GCP")
         try:
             log.info(lifecycle.stop_if_unused(user, "the drain failed"))
         except Exception as again:
             log.error(f"could not stop GCP either: {type(again).__name__}: {again}")
+    finally:
+        signal.alarm(0)
     return 0
 
 

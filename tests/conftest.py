@@ -53,6 +53,7 @@ def site(unit_users: dict[str, UnixUser]) -> Iterator[Site]:
         stop_grace=3,
         linger_max=20,
         linger_poll_seconds=0.5,
+        linger_unverified=1,
     )
     try:
         yield s

@@ -158,15 +158,64 @@ class Site:
             "GLOBUS_TMP_CONFIG": str(self.config),
         }
 
-    def hook(self, name: str, job: str, user: str, node: str = "n1", wait: bool = True):  # type: ignore[no-untyped-def]
-        """Run globus-tmp-<name> as slurmd would (root, no PATH); Popen if not wait."""
+    def hook(  # type: ignore[no-untyped-def]
+        self, name: str, job: str, user: str, node: str = "n1", wait: bool = True, failpoint=""
+    ):
+        """Run globus-tmp-<name> as slurmd would (root, no PATH, a process group of its
+        own, which slurmd kills on a timeout); Popen if not wait. ``failpoint``: e.g.
+        ``"prolog.after_spawn=kill"`` (see globus_tmp.failpoints)."""
         argv = [str(BIN / f"globus-tmp-{name}")]
         env = self._hook_env(job, user, node)
+        if failpoint:
+            env["GLOBUS_TMP_FAILPOINTS"] = failpoint
         if not wait:
             return subprocess.Popen(
-                argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                argv,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=300, start_new_session=True
+        )
+
+    def admin(self, *args: str, node: str = "n1") -> subprocess.CompletedProcess[str]:
+        """``globus-tmp-admin ARGS`` as HealthCheckProgram runs it: root, SLURMD_NODENAME."""
+        env = {"SLURMD_NODENAME": node, "GLOBUS_TMP_CONFIG": str(self.config)}
+        return subprocess.run(
+            [str(BIN / "globus-tmp-admin"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            start_new_session=True,
+        )
+
+    def slurm_conf(self, prolog_flags: str = "Alloc,Contain") -> Path:
+        """A slurm.conf beside globus-tmp.conf (where the hooks look without SLURM_CONF)
+        whose SlurmdSpoolDir is ``<root>/spool/%n``, root-owned like slurmd's."""
+        (self.root / "spool").mkdir(mode=0o755, exist_ok=True)
+        conf = self.root / "slurm.conf"
+        conf.write_text(
+            f"SlurmdSpoolDir={self.root}/spool/%n\nPrologFlags={prolog_flags}\n"
+            "ProctrackType=proctrack/linuxproc\n"
+        )
+        return conf
+
+    def step(self, job: str, node: str = "n1", step: str = "4294967292", live: bool = True) -> None:
+        """Create (or remove) the socket slurmd keeps for a job step on ``node``."""
+        spool = self.root / "spool" / node
+        spool.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path = spool / f"{node}_{job}.{step}"
+        if not live:
+            path.unlink(missing_ok=True)
+            return
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(path))
 
     def prolog(
         self, job: str, user: str = "gtunit1", node: str = "n1"
@@ -200,6 +249,16 @@ class Site:
     ) -> subprocess.CompletedProcess[str]:
         return self.as_user(user, [str(BIN / "globus-tmp-endpoint"), *args], node=node)
 
+    def wait_gcp_stopped(self, user: str = "gtunit1", timeout: float = 15.0) -> None:
+        """Wait until the user has no GCP (after the last job, an unverified idle GCP is
+        kept up for ``linger_unverified`` by a drain) and no drain runs."""
+        uid = self.users[user].uid
+        wait_for(
+            lambda: not gcp_processes(uid) and not drain_processes(),
+            timeout=timeout,
+            what=f"GCP of {user} to stop",
+        )
+
     def taskprolog(
         self, user: str = "gtunit1", node: str = "n1"
     ) -> subprocess.CompletedProcess[str]:
@@ -217,11 +276,23 @@ def kill_user_processes(uid: int) -> None:
         time.sleep(0.05)
 
 
-def kill_drains() -> None:
-    for proc in psutil.process_iter(["cmdline"]):
+def drain_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
         try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
             if "globus_tmp_epilog.drain" in " ".join(proc.info["cmdline"] or []):
-                proc.kill()
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_drains() -> None:
+    for proc in drain_processes():
+        try:
+            proc.kill()
         except psutil.Error:
             pass
 

@@ -286,7 +286,8 @@ def test_without_tokens_the_drain_lingers_a_bounded_while(
     res = gsite.epilog("640")
     assert "Transfer API not asked" in res.stderr and "not logged in" in res.stderr, res.stderr
     assert len(gcp_processes(user.uid)) == 1
-    wait_for(lambda: "without the Transfer API" in gsite.hook_log(), what="bounded linger")
+    wait_for(lambda: "lease ep1 released" in gsite.hook_log(), what="bounded linger")
+    assert "idle for" in gsite.hook_log()
     assert time.monotonic() - start >= 3  # linger_unverified
     assert gcp_processes(user.uid) == []
 

@@ -7,10 +7,12 @@ Two witnesses, asked as the user:
 - the Transfer API: the user's tasks with status ACTIVE or INACTIVE whose source or
   destination is this endpoint (``task_list`` has no endpoint filter: matched here).
 
-Either one saying "active" keeps GCP up. When the API cannot be asked (no tokens,
-Globus unreachable) the answer is marked unverified and the drain keeps an idle GCP up
-for ``linger_unverified`` rather than stopping under a transfer it cannot see. A site
-without ``globus_client_id`` has chosen GCP's status alone.
+Either one saying "active" keeps GCP up. GCP's ``idle`` alone proves nothing (it says
+so between two files of one task), so an answer without the Transfer API (no
+``globus_client_id`` at the site, a user who never logged in, Globus unreachable) is
+*unverified*: the drain then keeps GCP up until it has been idle for
+``linger_unverified`` without a break, rather than stopping under a transfer it
+cannot see.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ class TransferAwareActivity:
 
     def check(self, actions: UserActions, instance: GcpInstance, timeout: float) -> Activity:
         gcp = gcp_activity(actions, instance, timeout)
-        if not self.cfg.globus_client_id or not instance.process.alive():
+        if not instance.process.alive():
             return gcp
+        if not self.cfg.globus_client_id:
+            return Activity(gcp.active, f"{gcp.detail}; no Transfer API (globus_client_id)", False)
         try:
             tasks = actions.active_tasks(instance.endpoint_id, timeout)
         except GlobusTmpError as exc:

@@ -49,5 +49,13 @@ class GcpError(GlobusTmpError):
     """Globus Connect Personal did not start, connect or stop as expected."""
 
 
+class GcpAlreadyRunning(GcpError):
+    """``-start`` found another instance of this user on this host."""
+
+
+class ControlSocketSquatted(GcpError):
+    """GCP's control socket path of a user is held by someone else."""
+
+
 class HookTimeout(GlobusTmpError):
     """The hook hit its own time bound (hook_timeout) and gave up."""

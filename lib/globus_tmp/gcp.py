@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import psutil
-
-from .errors import GcpError
+from .boundedio import read_tail
+from .errors import ControlSocketSquatted, GcpAlreadyRunning, GcpError
+from .privileges import report_progress, restore_limits
 from .process import ProcessRef
 
 NOT_RUNNING = "No Globus Connect Personal connected"
 ANOTHER_RUNNING = "Another Globus Connect Personal is currently running"
 CONTROL_SOCKET = "/tmp/globusconnect_{uid}.sock"
 
-
-class GcpAlreadyRunning(GcpError):
-    """``-start`` found another instance of this user on this host."""
+__all__ = ["ControlSocket", "GcpAlreadyRunning", "GcpCommand", "GcpStatus"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,12 @@ class GcpCommand:
             raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
 
     def status(self, timeout: float | None = None) -> GcpStatus | None:
-        """The running instance's status, or None when none runs."""
+        """The running instance's status, or None when none runs.
+
+        ``-status`` talks to whatever listens on the control socket: an answer is only
+        believed when the socket and the process behind it are the caller's own.
+        """
+        ControlSocket(os.getuid()).check_not_squatted()
         proc = self._run("-status", timeout=timeout)
         if proc.returncode != 0:
             if NOT_RUNNING in proc.stdout + proc.stderr:
@@ -120,6 +126,7 @@ class GcpCommand:
 
     def request_stop(self) -> bool:
         """Ask the running instance to stop; True if one was running. Does not wait."""
+        ControlSocket(os.getuid()).check_not_squatted()
         proc = self._run("-stop")
         if proc.returncode == 0:
             return True
@@ -135,8 +142,10 @@ class GcpCommand:
         for every holder of the hook's output pipe).
         """
         self._check_launcher()
-        if control_socket_answers(os.getuid()):
+        control = ControlSocket(os.getuid())
+        if control.state() == ControlSocket.LIVE:
             raise GcpAlreadyRunning(f"{ANOTHER_RUNNING} (its control socket answers)")
+        control.check_not_squatted()
         deadline = time.monotonic() + timeout
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
@@ -151,10 +160,12 @@ class GcpCommand:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    preexec_fn=restore_limits,
                 )
             except OSError as exc:
                 raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
         ref = ProcessRef.of(proc.pid)
+        report_progress({"spawned": {"pid": ref.pid, "start_ticks": ref.start_ticks}})
         last = "no status yet"
         while True:
             rc = proc.poll()
@@ -165,7 +176,7 @@ class GcpCommand:
                 raise GcpError(f"GCP exited at once (exit {rc}): {said}; log: {log_path}")
             left = deadline - time.monotonic()
             if left <= 0:
-                ref.kill_tree()
+                ref.kill_tree(os.getuid())
                 proc.wait()
                 raise GcpError(
                     f"GCP did not connect within {timeout:.0f} s (last status: {last}); "
@@ -183,25 +194,83 @@ class GcpCommand:
             time.sleep(min(0.2, max(left, 0)))
 
 
-def control_socket_answers(uid: int) -> bool:
-    """Whether an instance of ``uid`` listens on GCP's control socket on this host."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect(CONTROL_SOCKET.format(uid=uid))
-        except OSError:
-            return False
-    return True
+class ControlSocket:
+    """GCP's control socket of one user, ``/tmp/globusconnect_<uid>.sock``, checked.
 
-
-def find_pool_instance(uid: int, endpoints_dir: Path) -> tuple[ProcessRef, Path] | None:
-    """A GCP of ``uid`` started from a config dir in the pool, and that dir (root may call).
-
-    Used when node state was lost while GCP kept running: the instance is recognised by
-    its ``-dir`` argument and taken over instead of being started twice.
+    Any user can bind that path for someone else (``/tmp`` is world-writable): the
+    victim's GCP then cannot start, and ``-status`` would believe the squatter. So a
+    socket counts only when the file is a socket owned by the user **and** the process
+    listening on it is the user's (``SO_PEERCRED``).
     """
-    prefix = str(endpoints_dir) + os.sep
-    matches: dict[int, tuple[psutil.Process, Path]] = {}
+
+    ABSENT = "absent"
+    LIVE = "live"  # the user's own instance answers
+    STALE = "stale"  # the user's socket file, nobody listens (left by a SIGKILL)
+    SQUATTED = "squatted"  # someone else's file or listener
+
+    def __init__(self, uid: int, path: str | None = None) -> None:
+        self.uid = uid
+        self.path = path or CONTROL_SOCKET.format(uid=uid)
+
+    def state(self) -> str:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return self.ABSENT
+        except OSError:
+            return self.SQUATTED
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != self.uid:
+            return self.SQUATTED
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                return self.STALE
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, peer_uid, _gid = struct.unpack("3i", creds)
+        return self.LIVE if peer_uid == self.uid else self.SQUATTED
+
+    def owner(self) -> int | None:
+        try:
+            return os.lstat(self.path).st_uid
+        except OSError:
+            return None
+
+    def check_not_squatted(self) -> None:
+        if self.state() == self.SQUATTED:
+            raise ControlSocketSquatted(
+                f"GCP's control socket {self.path} is held by uid {self.owner()}, not "
+                f"uid {self.uid}; the next Prolog removes it (ask an admin if it returns)"
+            )
+
+    def clear_if_squatted(self) -> bool:
+        """As root: remove the path when it is not the user's; True if it was removed.
+
+        ``unlink`` never follows a symlink, and the name is the user's by convention,
+        so removing what someone else put there harms no one.
+        """
+        if self.state() != self.SQUATTED:
+            return False
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def find_pool_instances(uid: int, endpoints_dir: str) -> list[dict[str, Any]]:
+    """GCPs of ``uid`` started from a config dir in the pool (run **as the user**).
+
+    Used when node state lost track of a GCP (a start killed after GCP was spawned):
+    the instance is recognised by its ``-dir`` argument and taken over or stopped,
+    never started twice. Reading another process's argv can hang on a FUSE mapping,
+    so this runs in a bounded step as the user, who owns those processes.
+    """
+    import psutil
+
+    prefix = endpoints_dir.rstrip(os.sep) + os.sep
+    matches: dict[int, tuple[psutil.Process, str]] = {}
     for proc in psutil.process_iter(["uids", "cmdline"]):
         try:
             if proc.info["uids"] is None or proc.info["uids"].real != uid:
@@ -212,16 +281,19 @@ def find_pool_instance(uid: int, endpoints_dir: Path) -> tuple[ProcessRef, Path]
             i = argv.index("-dir")
             dir_arg = argv[i + 1] if i + 1 < len(argv) else ""
             if dir_arg.startswith(prefix):
-                matches[proc.pid] = (proc, Path(dir_arg))
+                matches[proc.pid] = (proc, dir_arg)
         except (psutil.Error, ValueError):
             continue
+    found = []
     for proc, found_dir in matches.values():
         try:
-            if proc.ppid() not in matches:
-                return ProcessRef.of(proc.pid), found_dir
+            if proc.ppid() in matches:
+                continue  # the launcher's own child: the leader is what counts
+            ref = ProcessRef.of(proc.pid)
         except (psutil.Error, ProcessLookupError):
             continue
-    return None
+        found.append({"pid": ref.pid, "start_ticks": ref.start_ticks, "config_dir": found_dir})
+    return found
 
 
 def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -231,9 +303,7 @@ def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 def _log_tail(path: Path, offset: int, limit: int = 400) -> str:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            fh.seek(offset)
-            text = fh.read()
+        text = read_tail(path, offset)
     except OSError:
         return ""
     lines = [line for line in text.strip().splitlines() if line.strip()]

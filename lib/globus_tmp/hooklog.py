@@ -12,6 +12,21 @@ import syslog
 import time
 from pathlib import Path
 
+# str.translate with a table: no ``re`` import on the hooks' hot path
+_ESCAPES = {
+    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as ``\\xNN`` / ``\\uNNNN``.
+
+    Log lines carry user-derived text (pool entry names, GCP's output, Globus errors):
+    a ``\\r``, a newline or an ANSI escape in it must not forge or hide lines.
+    """
+    return text.translate(_ESCAPES)
+
 
 class HookLog:
     def __init__(self, hook: str, log_file: Path | None = None, to_stderr: bool = True) -> None:
@@ -34,7 +49,7 @@ class HookLog:
         line = (
             f"{self.hook} {self.context}: {message}" if self.context else f"{self.hook}: {message}"
         )
-        line = line.replace("\n", " | ")
+        line = escape_control(line)
         try:
             syslog.openlog("globus-tmp", syslog.LOG_PID, syslog.LOG_DAEMON)
             syslog.syslog(priority, line)

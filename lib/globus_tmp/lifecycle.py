@@ -5,14 +5,21 @@ One read gives the whole lifecycle:
 - :meth:`NodeLifecycle.prolog`: add the job; a live GCP is joined (no network, no
   GCP call); otherwise lease a pool entry and start GCP as the user, under the gcp lock
   so a user never gets two.
-- :meth:`NodeLifecycle.epilog`: remove the job (and jobs that are gone, reconciled
-  against slurmstepd); with jobs left, done; with none, stop GCP if no transfer is
-  active, or hand over to a detached drain.
+- :meth:`NodeLifecycle.epilog`: remove the job (and jobs proven gone, see
+  :mod:`globus_tmp.slurmjobs`); with jobs left, done; with none,
+  :meth:`~NodeLifecycle.after_last_job`: stop GCP if no transfer is active, or hand
+  over to a detached drain.
 - :meth:`NodeLifecycle.drain`: poll the transfer, bounded by ``linger_max``; stop GCP
   unless a job has joined meanwhile.
+- :meth:`NodeLifecycle.repair`: whatever a killed hook, a killed drain or a vanished
+  process left half done (a start or stop interrupted, a dead instance, a lease not
+  given back) is finished by whoever looks next: every hook for its own user when its
+  state shows such a leftover, and ``globus-tmp-admin reconcile`` for every user.
 
 Locks (see :mod:`globus_tmp.nodestate`): ``jobs`` is held only around a read-modify-
-write of the state file; ``gcp`` is held across a start or a stop and taken first.
+write of the state file; ``gcp`` is held across a start, a stop or a repair, and taken
+first. A phase of ``starting`` or ``stopping`` while nobody holds the ``gcp`` lock is
+the mark of an interrupted hook.
 """
 
 from __future__ import annotations
@@ -20,30 +27,48 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import GcpError, GlobusTmpError
+from .failpoints import failpoint
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
 from .nodestate import (
     PHASE_DRAINING,
+    PHASE_FAILED,
     PHASE_IDLE,
     PHASE_RUNNING,
     PHASE_STARTING,
     PHASE_STOPPING,
+    GcpInstance,
     NodeStateStore,
+    StartRecord,
     UserNodeState,
 )
 from .process import ProcessRef
 
 if TYPE_CHECKING:
-    from .activity import TransferActivity
+    from .activity import Activity, TransferActivity
     from .drain import DrainLauncher
     from .slurmjobs import JobProbe
     from .useractions import Started, UserActions
 
 _STEP_TIMEOUT = 30.0  # one short step as the user (lease, release, -stop)
+
+
+def needs_repair(state: UserNodeState) -> bool:
+    """Whether the state shows something a killed hook or drain left half done (cheap)."""
+    if state.phase in (PHASE_STARTING, PHASE_STOPPING) or state.starting is not None:
+        return True
+    if state.release_pending:
+        return True
+    if state.instance is not None and not state.instance.process.alive():
+        return True
+    if state.phase == PHASE_DRAINING:
+        drain = state.drain
+        return drain is None or not drain.alive()
+    return False
 
 
 class NodeLifecycle:
@@ -94,9 +119,11 @@ class NodeLifecycle:
     @property
     def jobs(self) -> JobProbe:
         if self._jobs is None:
-            from .slurmjobs import SlurmstepdJobs
+            from .slurmconf import read_slurm_settings, slurm_conf_path
+            from .slurmjobs import SlurmJobProbe
 
-            self._jobs = SlurmstepdJobs()
+            settings = read_slurm_settings(slurm_conf_path(self.cfg, os.environ))
+            self._jobs = SlurmJobProbe(settings, self.node)
         return self._jobs
 
     @property
@@ -109,6 +136,9 @@ class NodeLifecycle:
 
     def _left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.5)
+
+    def _step(self) -> float:
+        return min(_STEP_TIMEOUT, self._left())
 
     def _read(self, user: UserIdentity) -> UserNodeState:
         state = self.store.read(user.name, user.uid)
@@ -128,69 +158,121 @@ class NodeLifecycle:
                 drained = state.phase == PHASE_DRAINING
                 state.phase = PHASE_RUNNING
                 self.store.write(state)
-                return (
+                return self._with_repair(
+                    user,
+                    state,
                     f"joined GCP pid {instance.pid} (endpoint {instance.endpoint_name} "
                     f"{instance.endpoint_id}){' during its drain' if drained else ''}; "
-                    f"{len(state.jobs)} job(s) on node"
+                    f"{len(state.jobs)} job(s) on node",
                 )
             self.store.write(state)
+        failpoint("prolog.after_add")
         return self._start(user, job.job_id)
 
     def _start(self, user: UserIdentity, job_id: str) -> str:
         with self.store.gcp_lock(user.name, self._left()):
+            repaired = self._repair_locked(user)
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 if job_id not in state.jobs:
-                    return "job ended before its endpoint started; nothing to do"
+                    return _notes(repaired, "job ended before its endpoint started; nothing to do")
                 instance = state.live_instance()
                 if instance is not None:  # started while we waited for the gcp lock
                     state.phase = PHASE_RUNNING
                     self.store.write(state)
-                    return (
+                    return _notes(
+                        repaired,
                         f"joined GCP pid {instance.pid} started by another job; "
-                        f"{len(state.jobs)} job(s) on node"
+                        f"{len(state.jobs)} job(s) on node",
                     )
                 state.phase, state.instance, state.error = PHASE_STARTING, None, None
+                state.starting = StartRecord()
                 self.store.write(state)
+            from .gcp import ControlSocket
+
+            if ControlSocket(user.uid).clear_if_squatted():
+                self.log.error(
+                    f"removed {ControlSocket(user.uid).path}: it was not {user.name}'s "
+                    "(another user squatted GCP's control socket)"
+                )
             try:
                 started = self._start_or_take_over(user)
             except GlobusTmpError as exc:
-                with self.store.jobs_lock(user.name, self._left()):
-                    state = self._read(user)
-                    state.instance = None
-                    state.fail(str(exc))
-                    self.store.write(state)
+                self._abandon_start(user, str(exc))
                 raise
+            failpoint("prolog.before_record")
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 state.instance, state.phase, state.error = started.instance, PHASE_RUNNING, None
+                state.starting = None
                 self.store.write(state)
                 jobs = len(state.jobs)
         inst = started.instance
         note = f" ({started.note})" if started.note else ""
-        return (
+        return _notes(
+            repaired,
             f"started GCP pid {inst.pid} from pool entry {inst.endpoint_name} "
-            f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node"
+            f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node",
         )
 
+    def _record_progress(self, user: UserIdentity, data: Any) -> None:
+        """What the start step has done so far, in node state before anything else."""
+        if not isinstance(data, dict):
+            return
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            record = state.starting or StartRecord()
+            if isinstance(data.get("leased"), str):
+                record.entry = data["leased"]
+            spawned = data.get("spawned")
+            if isinstance(spawned, dict):
+                record.pid = int(spawned["pid"])
+                record.start_ticks = int(spawned["start_ticks"])
+            state.starting = record
+            self.store.write(state)
+        if isinstance(spawned, dict):
+            failpoint("prolog.after_spawn")
+
+    def _abandon_start(self, user: UserIdentity, why: str) -> None:
+        """A start failed (or its step was killed at its bound): leave nothing running,
+        and give back the lease it took (the step does too, unless it was killed)."""
+        with self.store.jobs_lock(user.name, self._left()):
+            record = self._read(user).starting
+        released = ""
+        if record is not None:
+            if record.process is not None and record.process.alive():
+                record.process.kill_tree(user.uid)
+                why += f"; stopped the GCP (pid {record.pid}) it had spawned"
+            if record.entry:
+                released = self._release(user, record.entry)
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            state.instance, state.starting = None, None
+            if record is not None and record.entry:
+                self._settle_release(state, record.entry, released)
+            state.fail(why)
+            self.store.write(state)
+
     def _start_or_take_over(self, user: UserIdentity) -> Started:
-        from .gcp import GcpAlreadyRunning, find_pool_instance
+        from .errors import GcpAlreadyRunning
         from .useractions import Started
 
         actions = self.actions_for(user)
-        timeout = min(self.cfg.start_timeout, self._left() - 5)
+        budget = max(min(self.cfg.start_timeout + 15, self._left() - 5), 1.0)
         try:
-            return actions.start(self.node, timeout)
+            return actions.start(
+                self.node, budget, on_progress=lambda d: self._record_progress(user, d)
+            )
         except GcpAlreadyRunning:
-            endpoints = self.cfg.user_dir_for(user.home) / "endpoints"
-            found = find_pool_instance(user.uid, endpoints)
-            if found is None:
+            found = actions.pool_instances(self._step())
+            if not found:
                 raise GcpError(
                     f"another Globus Connect Personal of {user.name} already runs on {self.node}, "
                     "not started from the pool; stop it with 'globusconnectpersonal -stop'"
                 ) from None
-            ref, config_dir = found
-            started = actions.take_over(self.node, ref, config_dir, timeout)
+            ref, config_dir = found[0]
+            budget = max(min(self.cfg.start_timeout, self._left() - 5), 1.0)
+            started = actions.take_over(self.node, ref, config_dir, budget)
             note = f"took over running GCP pid {ref.pid} of {config_dir.name}"
             return Started(started.instance, f"{started.note}; {note}" if started.note else note)
 
@@ -201,49 +283,72 @@ class NodeLifecycle:
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             known = state.jobs.pop(job.job_id, None) is not None
-            gone = self._reconcile(state)
+            gone = self.reconcile_jobs(state)
             self.store.write(state)
-            instance, drain = state.instance, state.drain
-            left = sorted(state.jobs)
+        failpoint("epilog.after_remove")
         what = "removed job" if known else "job was not in the job set"
         if gone:
-            what += f"; dropped vanished job(s) {','.join(gone)}"
-        if left:
-            return f"{what}; {len(left)} job(s) remain, GCP stays"
-        if instance is None:
-            return f"{what}; last job, no GCP to stop"
-        if drain is not None and drain.alive():
-            return f"{what}; last job, drain pid {drain.pid} already keeps GCP up"
-        actions = self.actions_for(user)
-        if not instance.process.alive():
-            return f"{what}; last job: " + self.stop_if_unused(user, "GCP had already exited")
-        activity = self.activity.check(actions, instance, min(_STEP_TIMEOUT, self._left()))
-        if not activity.active and activity.verified:
-            return f"{what}; last job: " + self.stop_if_unused(user, activity.detail)
-        ref = self.drains.launch(user, self.node)
-        with self.store.jobs_lock(user.name, self._left()):
-            state = self._read(user)
-            state.drain = ref
-            if not state.jobs:
-                state.phase = PHASE_DRAINING
-            self.store.write(state)
-        bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
-        return (
-            f"{what}; last job, but {activity.detail}: drain pid {ref.pid} keeps GCP up "
-            f"for at most {bound:g} s"
-        )
+            what += f"; {gone}"
+        if state.jobs:
+            return self._with_repair(
+                user, state, f"{what}; {len(state.jobs)} job(s) remain, GCP stays"
+            )
+        return f"{what}; last job: " + self.after_last_job(user)
 
-    def _reconcile(self, state: UserNodeState) -> list[str]:
-        """Drop jobs older than ``job_grace`` that no longer run here (a skipped epilog)."""
+    def reconcile_jobs(self, state: UserNodeState) -> str:
+        """Drop jobs older than ``job_grace`` that are proven gone (a skipped epilog)."""
         cutoff = time.time() - self.cfg.job_grace
         old = [j for j, added in state.jobs.items() if added < cutoff]
         if not old:
-            return []
-        live = self.jobs.live_job_ids()
-        gone = sorted(j for j in old if j not in live)
+            return ""
+        gone, how = self.jobs.gone(state.user, old)
         for job_id in gone:
             del state.jobs[job_id]
-        return gone
+        if not gone:
+            return ""
+        return f"dropped gone job(s) {','.join(sorted(gone))} ({how})"
+
+    def after_last_job(self, user: UserIdentity) -> str:
+        """No job of the user is left here: stop GCP, or hand over to a drain."""
+        state = self.store.read(user.name, user.uid)
+        repaired: list[str] = []
+        if needs_repair(state):
+            with self.store.gcp_lock(user.name, self._left()):
+                repaired = self._repair_locked(user)
+            state = self._read(user)
+        if state.jobs:
+            return _notes(repaired, f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays")
+        instance = state.live_instance()
+        if instance is None:
+            return _notes(repaired, "no GCP to stop")
+        drain = state.drain
+        if drain is not None and drain.alive():
+            return _notes(repaired, f"drain pid {drain.pid} already keeps GCP up")
+        if state.drain_until is not None and time.time() >= state.drain_until:
+            return _notes(repaired, self.stop_if_unused(user, "its drain's linger_max had run out"))
+        activity = self.activity.check(self.actions_for(user), instance, self._step())
+        if not activity.active and activity.verified:
+            return _notes(repaired, self.stop_if_unused(user, activity.detail))
+        return _notes(repaired, self._launch_drain(user, activity))
+
+    def _launch_drain(self, user: UserIdentity, activity: Activity) -> str:
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if state.jobs:
+                return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays"
+            drain = state.drain
+            if drain is not None and drain.alive():
+                return f"drain pid {drain.pid} already keeps GCP up"
+            until = state.drain_until or time.time() + self.cfg.linger_max
+            ref = self.drains.launch(user, self.node, until)
+            state.drain, state.drain_until, state.phase = ref, until, PHASE_DRAINING
+            self.store.write(state)
+        failpoint("epilog.after_drain")
+        bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
+        return (
+            f"{activity.detail}: drain pid {ref.pid} keeps GCP up "
+            f"for at most {min(bound, until - time.time()):.0f} s"
+        )
 
     # -- stop --------------------------------------------------------------------
 
@@ -256,66 +361,176 @@ class NodeLifecycle:
                     return f"kept GCP: job(s) {','.join(sorted(state.jobs))} joined meanwhile"
                 instance = state.instance
                 if instance is None:
-                    state.phase = PHASE_IDLE
+                    state.phase, state.drain, state.drain_until = PHASE_IDLE, None, None
                     self.store.write(state)
                     return "no GCP to stop"
                 state.phase = PHASE_STOPPING
                 self.store.write(state)
-            actions = self.actions_for(user)
-            how = self._stop_process(actions, instance.process)
+            failpoint("epilog.after_stopping")
+            how = self._stop_process(user, instance)
+            failpoint("epilog.before_release")
+            released = self._release(user, instance.endpoint_name)
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
-                state.instance, state.phase, state.drain = None, PHASE_IDLE, None
+                state.instance, state.phase = None, PHASE_IDLE
+                state.drain, state.drain_until = None, None
+                self._settle_release(state, instance.endpoint_name, released)
                 self.store.write(state)
-            actions.release(instance.endpoint_name, self.node, min(_STEP_TIMEOUT, self._left()))
-        return f"GCP pid {instance.pid} {how} ({why}); lease {instance.endpoint_name} released"
+        return f"GCP pid {instance.pid} {how} ({why}); {released}"
 
-    def _stop_process(self, actions: UserActions, process: ProcessRef) -> str:
+    def _stop_process(self, user: UserIdentity, instance: GcpInstance) -> str:
+        process = instance.process
         if not process.alive():
-            return "was gone"
+            killed = process.kill_tree(user.uid)  # children that outlived their leader
+            return f"was gone (killed {killed} leftover process(es))" if killed else "was gone"
         try:
-            actions.request_stop(min(_STEP_TIMEOUT, self._left()))
+            self.actions_for(user).request_stop(self._step())
         except GlobusTmpError as exc:
             self.log.error(f"'-stop' failed ({exc}); killing GCP pid {process.pid}")
         if process.wait_gone(min(self.cfg.stop_grace, self._left())):
-            process.kill_tree()  # children that outlived their parent
+            process.kill_tree(user.uid)  # children that outlived their parent
             return "stopped"
-        process.kill_tree()
+        process.kill_tree(user.uid)
         return f"killed after {self.cfg.stop_grace:g} s grace"
+
+    def _release(self, user: UserIdentity, name: str) -> str:
+        """Give a lease back as the user; a note saying how it went (never raises)."""
+        try:
+            self.actions_for(user).release(name, self.node, self._step())
+        except GlobusTmpError as exc:
+            self.log.error(f"lease {name} not released ({exc}); the next repair retries")
+            return f"lease {name} NOT released yet"
+        return f"lease {name} released"
+
+    @staticmethod
+    def _settle_release(state: UserNodeState, name: str, note: str) -> None:
+        if note.endswith(" released"):
+            state.release_pending = [n for n in state.release_pending if n != name]
+        elif name not in state.release_pending:
+            state.release_pending.append(name)
+
+    # -- repair ------------------------------------------------------------------
+
+    def _with_repair(self, user: UserIdentity, state: UserNodeState, message: str) -> str:
+        """Run :meth:`repair` when the state shows a leftover and nobody is at work."""
+        if not needs_repair(state) or self.store.gcp_lock_busy(user.name):
+            return message
+        try:
+            return _notes(self.repair(user, wait=0.0), message)
+        except GlobusTmpError as exc:
+            return f"{message}; repair failed ({exc})"
+
+    def repair(self, user: UserIdentity, wait: float | None = None) -> list[str]:
+        """Finish what an interrupted hook or drain left; one note per repair."""
+        with self.store.gcp_lock(user.name, self._left() if wait is None else wait):
+            return self._repair_locked(user)
+
+    def _repair_locked(self, user: UserIdentity) -> list[str]:
+        """The repairs; the caller holds the gcp lock, so no start or stop is under way."""
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if not needs_repair(state):
+                return []
+            phase, record, instance = state.phase, state.starting, state.instance
+            pending = list(state.release_pending)
+        notes: list[str] = []
+        release: list[str] = []
+        if record is not None:
+            what = "interrupted start"
+            proc = record.process
+            if proc is not None and proc.alive():
+                proc.kill_tree(user.uid)
+                what += f": stopped the GCP (pid {proc.pid}) it had spawned"
+            if record.entry:
+                release.append(record.entry)
+            notes.append(what)
+        if instance is not None:
+            if phase == PHASE_STOPPING:
+                how = self._stop_process(user, instance)
+                notes.append(f"finished an interrupted stop: GCP pid {instance.pid} {how}")
+                instance = None
+            elif not instance.process.alive():
+                killed = instance.process.kill_tree(user.uid)
+                extra = f" (killed {killed} leftover process(es))" if killed else ""
+                notes.append(f"GCP pid {instance.pid} had exited{extra}")
+                instance = None
+            if instance is None:
+                release.append(_recorded_entry(state))
+        drain_dead = phase == PHASE_DRAINING and (state.drain is None or not state.drain.alive())
+        if drain_dead:
+            notes.append("its drain had died; the transfer check is done again")
+        results = {n: self._release(user, n) for n in dict.fromkeys(release + pending) if n}
+        notes.extend(results.values())
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            state.starting = None
+            if instance is None:
+                state.instance = None
+            for name, note in results.items():
+                self._settle_release(state, name, note)
+            if state.instance is None:
+                state.drain, state.drain_until = None, None
+                if not state.jobs:
+                    state.phase = PHASE_IDLE
+                elif state.phase != PHASE_FAILED:
+                    state.fail("GCP is not running; the next job's Prolog restarts it")
+            elif drain_dead or state.phase in (PHASE_STARTING, PHASE_STOPPING):
+                state.phase = PHASE_RUNNING
+                state.drain = None
+            self.store.write(state)
+        for note in notes:
+            self.log.info(f"repair: {note}")
+        return notes
 
     # -- drain -------------------------------------------------------------------
 
-    def drain(self, user: UserIdentity) -> str:
-        """Keep GCP up while a transfer is active and no job is left; then stop it."""
-        from .activity import Activity
+    def drain(self, user: UserIdentity, until: float) -> str:
+        """Keep GCP up while a transfer is active and no job is left; then stop it.
 
+        ``until`` (wall clock) is when ``linger_max`` runs out. An unverified idle (no
+        Transfer API) must last ``linger_unverified`` without a break: GCP says idle
+        between the files of one task too.
+        """
         me = ProcessRef.of(os.getpid())
-        started = time.monotonic()
-        give_up = started + self.cfg.linger_max
-        activity = Activity(True, "not checked yet")
+        idle_since: float | None = None
         while True:
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
-                if state.jobs:
+                if state.jobs or state.drain != me:
                     if state.drain == me:
-                        state.drain = None
+                        state.drain, state.drain_until = None, None
                         self.store.write(state)
-                    return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays up"
+                    if state.jobs:
+                        return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays up"
+                    return "another drain or hook took over; this one ends"
                 instance = state.live_instance()
             if instance is None:
                 why = "GCP exited during the drain"
                 break
+            failpoint("drain.poll")
             activity = self.activity.check(self.actions_for(user), instance, _STEP_TIMEOUT)
+            now = time.monotonic()
             if not activity.active and activity.verified:
                 why = f"transfer over ({activity.detail})"
                 break
-            waited = time.monotonic() - started
-            if not activity.active and waited >= self.cfg.linger_unverified:
-                why = f"waited {waited:.0f} s without the Transfer API ({activity.detail})"
-                break
-            if time.monotonic() >= give_up:
+            if activity.active:
+                idle_since = None
+            else:
+                idle_since = now if idle_since is None else idle_since
+                if now - idle_since >= self.cfg.linger_unverified:
+                    why = f"idle for {now - idle_since:.0f} s ({activity.detail})"
+                    break
+            if time.time() >= until:
                 why = f"gave up after linger_max={self.cfg.linger_max:g} s ({activity.detail})"
                 self.log.error(f"drain {why}; stopping GCP under a live transfer")
                 break
-            time.sleep(max(min(self.cfg.linger_poll_seconds, give_up - time.monotonic()), 0.1))
+            time.sleep(max(min(self.cfg.linger_poll_seconds, until - time.time()), 0.1))
         return self.stop_if_unused(user, why)
+
+
+def _recorded_entry(state: UserNodeState) -> str:
+    return state.instance.endpoint_name if state.instance is not None else ""
+
+
+def _notes(notes: list[str], message: str) -> str:
+    return f"{message} [repaired: {'; '.join(notes)}]" if notes else message

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .boundedio import STATE, read_text_bounded
 from .errors import StateError
 from .locks import FlockFile, LockTimeout
 from .process import ProcessRef
@@ -57,6 +58,25 @@ class GcpInstance:
 
 
 @dataclass
+class StartRecord:
+    """What a start in progress has done so far, written as soon as root learns it.
+
+    If the hook is killed mid-start, whoever looks next finds the lease to give back
+    and the GCP process to stop, instead of an instance nobody knows about.
+    """
+
+    entry: Optional[str] = None
+    pid: Optional[int] = None
+    start_ticks: Optional[int] = None
+
+    @property
+    def process(self) -> ProcessRef | None:
+        if self.pid is None or self.start_ticks is None:
+            return None
+        return ProcessRef(self.pid, self.start_ticks)
+
+
+@dataclass
 class UserNodeState:
     """Everything this node knows about one user."""
 
@@ -70,6 +90,11 @@ class UserNodeState:
     error_at: Optional[float] = None
     drain_pid: Optional[int] = None
     drain_start_ticks: Optional[int] = None
+    drain_until: Optional[float] = None
+    """Wall-clock time by which the drain must have stopped GCP (``linger_max``)."""
+    starting: Optional[StartRecord] = None
+    release_pending: list[str] = field(default_factory=list)
+    """Leases of stopped instances not yet given back (a slow home); retried."""
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
@@ -110,12 +135,15 @@ class UserNodeState:
         data.pop("version")
         data.pop("recovered_from", None)
         inst = data.pop("instance", None)
+        starting = data.pop("starting", None)
         jobs = data.pop("jobs", {})
         if not isinstance(jobs, dict):
             raise ValueError("'jobs' is not a mapping")
         state = cls(**data)
         state.jobs = {str(k): float(v) for k, v in jobs.items()}
         state.instance = GcpInstance(**inst) if inst else None
+        state.starting = StartRecord(**starting) if starting else None
+        state.release_pending = [str(n) for n in state.release_pending]
         return state
 
 
@@ -149,6 +177,24 @@ class NodeStateStore:
         with self._lock(user, "gcp", timeout):
             yield
 
+    def gcp_lock_busy(self, user: str) -> bool:
+        """Whether a start or stop of ``user``'s GCP is under way right now."""
+        lock = FlockFile(self.root / "locks" / f"{user}.gcp.lock")
+        try:
+            lock.acquire(0)
+        except LockTimeout:
+            return True
+        lock.release()
+        return False
+
+    def users(self) -> list[str]:
+        """Users with a state file on this node."""
+        try:
+            names = os.listdir(self.root / "users")
+        except OSError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
     @contextlib.contextmanager
     def _lock(self, user: str, kind: str, timeout: float | None) -> Iterator[None]:
         wait = self.lock_timeout if timeout is None else max(timeout, 0.0)
@@ -174,10 +220,11 @@ class NodeStateStore:
         """The user's state; an unreadable file gives a fresh state that says so."""
         path = self.path(user)
         try:
-            with open(path, encoding="utf-8") as fh:
-                raw = fh.read()
+            raw = read_text_bounded(path, STATE)
         except FileNotFoundError:
             return UserNodeState(user=user, uid=uid)
+        except OSError as exc:
+            raw = f"<{exc}>"
         try:
             state = UserNodeState.from_json(json.loads(raw))
         except (ValueError, TypeError) as exc:
@@ -195,11 +242,12 @@ class NodeStateStore:
 def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:
     """Read a user's state without a lock (for the user's own lookups); None if absent."""
     try:
-        with open(root / "users" / f"{user}.json", encoding="utf-8") as fh:
-            return UserNodeState.from_json(json.load(fh))
+        return UserNodeState.from_json(
+            json.loads(read_text_bounded(root / "users" / f"{user}.json", STATE))
+        )
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         state = UserNodeState(user=user, uid=-1)
         state.fail(f"node state of {user} is unreadable ({exc}); the next job's prolog repairs it")
         return state

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .boundedio import SMALL, STATE, read_text_bounded
 from .errors import GlobusTmpError, NoPoolError, PoolError, PoolExhaustedError
 from .locks import FlockFile, LockTimeout
 from .nodestate import write_atomic
@@ -66,7 +67,7 @@ class SqueueNodeActivity:
         if not squeue or not scontrol:
             return None
         try:
-            lists = self._lines(squeue, "-h", f"--user={user}", "--states=R,CG,CF", "--format=%N")
+            lists = self._lines(squeue, "-h", f"--user={user}", "--states=R,CG,CF,S", "--format=%N")
             nodes: set[str] = set()
             for hostlist in set(lists):  # "n[1-3]": expanded by Slurm itself
                 nodes.update(self._lines(scontrol, "show", "hostnames", hostlist))
@@ -82,6 +83,7 @@ class SqueueNodeActivity:
             timeout=self.timeout,
             check=True,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         ).stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
@@ -115,7 +117,7 @@ class EndpointPool:
         for child in children:
             id_file = child / "lta" / "client-id.txt"
             try:
-                endpoint_id = id_file.read_text(encoding="utf-8").strip()
+                endpoint_id = read_text_bounded(id_file, SMALL).strip()
             except OSError:
                 continue
             if endpoint_id and child.is_dir():
@@ -150,9 +152,11 @@ class EndpointPool:
     def _read_registry(self) -> tuple[dict[str, Lease], str | None]:
         """Leases, and a note when the registry was unreadable and was set aside."""
         try:
-            raw = self.registry_path.read_text(encoding="utf-8")
+            raw = read_text_bounded(self.registry_path, STATE)
         except FileNotFoundError:
             return {}, None
+        except OSError as exc:
+            return {}, f"registry {self.registry_path} was unreadable ({exc})"
         try:
             data = json.loads(raw)
             if data.get("version") != REGISTRY_VERSION:
@@ -175,7 +179,11 @@ class EndpointPool:
 
     def _set_aside_corrupt(self) -> Path:
         aside = self.registry_path.with_name(f"registry.json.corrupt-{int(time.time())}")
-        os.replace(self.registry_path, aside)
+        try:
+            os.replace(self.registry_path, aside)
+        except OSError:
+            # e.g. a directory or a mount in the way: the next write fails with its reason
+            return self.registry_path
         return aside
 
     def lease(

@@ -3,33 +3,69 @@
 Root must never read or write a user-controlled path (a symlink planted in a home
 directory would turn that into a write anywhere), and GCP refuses to run as root. So
 everything that touches the user's files or runs GCP goes through :func:`run_as`: fork,
-drop to the user (supplementary groups, gid, uid), clean environment with ``HOME``, run
-the function, and send its result back through a pipe. A fork costs far less than a new
-interpreter and keeps the hot path cheap.
+drop to the user (supplementary groups, gid, uid), clean environment with ``HOME``,
+resource limits, run the function, and send its result back through a pipe. A fork
+costs far less than a new interpreter and keeps the hot path cheap.
+
+Only plain data crosses back: one JSON document per line, at most ``MAX_ANSWER``
+bytes in all. A child that the user could tamper with (``ptrace`` once it is the
+user's) can then at worst lie in data root checks, never run code in root (pickle
+would). Errors cross as an allow-listed kind and a message. A step can report
+progress before its result (:func:`report_progress`, e.g. "GCP started, pid N"), so
+root learns what the step did even when it has to kill the step at its bound.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
+import resource
 import select
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
+from . import errors
 from .errors import GlobusTmpError, PrivilegeError
 from .job import UserIdentity
 
-T = TypeVar("T")
-
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_ANSWER = 1 << 20
+"""The most a step as the user may send back (bytes)."""
 
 # Variables handed through to the user's side: where Slurm's config is (for squeue) and
 # where the Globus services are (globus-sdk's documented overrides). Nothing else from
 # slurmd's environment reaches user code.
 _PASS_THROUGH_PREFIXES = ("GLOBUS_SDK_",)
 _PASS_THROUGH = ("SLURM_CONF", "TZ")
+
+# Soft limits of a step as the user: a step reads small files and talks to Globus; a
+# runaway one must not take the node's memory. GCP gets the limits back (restore_limits).
+_STEP_LIMITS = {
+    resource.RLIMIT_AS: 2 << 30,
+    resource.RLIMIT_CORE: 0,
+    resource.RLIMIT_FSIZE: 256 << 20,
+}
+_saved_limits: dict[int, tuple[int, int]] = {}
+
+ProgressSink = Callable[[Any], None]
+_progress: ProgressSink | None = None
+
+
+def report_progress(data: Any) -> None:
+    """Tell root, before the step ends, something it must know even if the step is killed."""
+    if _progress is not None:
+        _progress(data)
+
+
+def restore_limits() -> None:
+    """Give a process started by a step the limits the step itself had from root."""
+    for which, limits in _saved_limits.items():
+        try:
+            resource.setrlimit(which, limits)
+        except (ValueError, OSError):
+            pass
 
 
 def user_environment(user: UserIdentity, inherited: Mapping[str, str]) -> dict[str, str]:
@@ -48,16 +84,27 @@ def user_environment(user: UserIdentity, inherited: Mapping[str, str]) -> dict[s
     return env
 
 
-def run_as(user: UserIdentity, timeout: float, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` as ``user`` and return its result (or raise its exception).
+def run_as(
+    user: UserIdentity,
+    timeout: float,
+    fn: Callable[..., Any],
+    *args: Any,
+    on_progress: ProgressSink | None = None,
+) -> Any:
+    """Run ``fn(*args)`` as ``user``; its JSON result (or its error, raised here).
 
     When the caller already is ``user`` (the CLI, the TaskProlog) the function runs in
     this process. As root it runs in a forked child that drops privileges for good;
     the child is killed if it has not answered within ``timeout`` seconds.
     """
+    global _progress
     euid = os.geteuid()
     if euid == user.uid:
-        return fn(*args)
+        previous, _progress = _progress, on_progress
+        try:
+            return json.loads(json.dumps(fn(*args)))  # the same contract as across a fork
+        finally:
+            _progress = previous
     if euid != 0:
         raise PrivilegeError(f"cannot act as {user.name}: running as uid {euid}, not root")
     read_fd, write_fd = os.pipe()
@@ -66,66 +113,21 @@ def run_as(user: UserIdentity, timeout: float, fn: Callable[..., T], *args: Any)
         os.close(read_fd)
         _child(user, write_fd, fn, args)
     os.close(write_fd)
+    what = f"step as {user.name} ({getattr(fn, '__name__', 'fn')})"
     try:
-        payload = _read_all(read_fd, time.monotonic() + timeout)
+        return _receive(read_fd, time.monotonic() + timeout, what, on_progress)
     except TimeoutError:
         _kill(pid)
-        raise PrivilegeError(
-            f"step as {user.name} ({getattr(fn, '__name__', 'fn')}) did not finish "
-            f"within {timeout:.0f} s"
-        ) from None
+        raise PrivilegeError(f"{what} did not finish within {timeout:.0f} s") from None
     finally:
         os.close(read_fd)
-        _reap(pid)
-    if not payload:
-        raise PrivilegeError(f"step as {user.name} died without an answer")
-    ok, value = pickle.loads(payload)
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+        _kill(pid)
+        _reap(pid, time.monotonic() + 5)
 
 
-def _child(
-    user: UserIdentity, write_fd: int, fn: Callable[..., Any], args: tuple[Any, ...]
-) -> None:
-    status = 0
-    try:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(0)
-        os.setgroups(os.getgrouplist(user.name, user.gid))
-        os.setgid(user.gid)
-        os.setuid(user.uid)
-        if os.getuid() != user.uid or os.geteuid() != user.uid:
-            raise PrivilegeError(f"privilege drop to {user.name} did not stick")
-        os.umask(0o077)
-        env = user_environment(user, os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            os.chdir(user.home)
-        except OSError:
-            os.chdir("/")
-        result: tuple[bool, Any] = (True, fn(*args))
-    except GlobusTmpError as exc:
-        result = (False, exc)
-    except BaseException as exc:
-        result = (False, PrivilegeError(f"as {user.name}: {type(exc).__name__}: {exc}"))
-    try:
-        data = pickle.dumps(result)
-    except Exception as exc:
-        data = pickle.dumps((False, PrivilegeError(f"unpicklable result: {exc}")))
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(write_fd, view)
-            view = view[written:]
-    except OSError:
-        status = 1
-    os._exit(status)
-
-
-def _read_all(fd: int, deadline: float) -> bytes:
-    chunks: list[bytes] = []
+def _receive(fd: int, deadline: float, what: str, on_progress: ProgressSink | None) -> Any:
+    buffer = b""
+    total = 0
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -135,8 +137,103 @@ def _read_all(fd: int, deadline: float) -> bytes:
             raise TimeoutError
         chunk = os.read(fd, 65536)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            raise PrivilegeError(f"{what} died without an answer")
+        total += len(chunk)
+        if total > MAX_ANSWER:
+            raise PrivilegeError(f"{what} sent more than {MAX_ANSWER} bytes; ignored")
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            message = _decode(line, what)
+            if "progress" in message:
+                if on_progress is not None:
+                    on_progress(message["progress"])
+                continue
+            if "result" in message:
+                return message["result"]
+            raise _error_from(message.get("error"), what)
+
+
+def _decode(line: bytes, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise PrivilegeError(f"{what} sent an unreadable answer") from None
+    if not isinstance(message, dict):
+        raise PrivilegeError(f"{what} sent an unreadable answer")
+    return message
+
+
+_ERROR_KINDS: dict[str, type[GlobusTmpError]] = {
+    cls.__name__: cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, GlobusTmpError)
+}
+
+
+def _error_from(doc: Any, what: str) -> GlobusTmpError:
+    """The error a child reported: an allow-listed class with the child's message."""
+    if not isinstance(doc, dict):
+        return PrivilegeError(f"{what} sent an unreadable answer")
+    cls = _ERROR_KINDS.get(str(doc.get("kind")), PrivilegeError)
+    return cls(str(doc.get("message", ""))[:2000])
+
+
+def _child(
+    user: UserIdentity, write_fd: int, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    global _progress
+
+    def send(message: dict[str, Any]) -> None:
+        data = memoryview(json.dumps(message).encode() + b"\n")
+        while data:
+            data = data[os.write(write_fd, data) :]
+
+    status = 0
+    try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(0)
+        os.setgroups(os.getgrouplist(user.name, user.gid))
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        if os.getuid() != user.uid or os.geteuid() != user.uid:
+            raise PrivilegeError(f"privilege drop to {user.name} did not stick")
+        _limit_resources()
+        os.umask(0o077)
+        env = user_environment(user, os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            os.chdir(user.home)
+        except OSError:
+            os.chdir("/")
+        _progress = lambda data: send({"progress": data})  # noqa: E731
+        message: dict[str, Any] = {"result": fn(*args)}
+    except GlobusTmpError as exc:
+        message = {"error": {"kind": type(exc).__name__, "message": str(exc)}}
+    except BaseException as exc:
+        text = f"as {user.name}: {type(exc).__name__}: {exc}"
+        message = {"error": {"kind": "PrivilegeError", "message": text}}
+    try:
+        try:
+            send(message)
+        except (TypeError, ValueError) as exc:
+            send({"error": {"kind": "PrivilegeError", "message": f"unsendable result: {exc}"}})
+    except OSError:
+        status = 1
+    os._exit(status)
+
+
+def _limit_resources() -> None:
+    for which, soft in _STEP_LIMITS.items():
+        try:
+            old_soft, hard = resource.getrlimit(which)
+            _saved_limits[which] = (old_soft, hard)
+            cap = soft if hard == resource.RLIM_INFINITY else min(soft, hard)
+            if old_soft == resource.RLIM_INFINITY or old_soft > cap:
+                resource.setrlimit(which, (cap, hard))
+        except (ValueError, OSError):
+            continue
 
 
 def _kill(pid: int) -> None:
@@ -146,8 +243,14 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+def _reap(pid: int, deadline: float) -> None:
+    """Collect the child, waiting at most until ``deadline`` (a child stuck in the kernel
+    on a dead file system may not die at once; it is left to init when we exit)."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)

@@ -3,9 +3,10 @@
 A pid is recycled; a pid with its start time is not (in practice). Node state stores
 both, so a GCP that died and whose pid went to another program is seen as dead.
 
-The liveness check is on the join path of every job, so it reads ``/proc/PID/stat``
-itself (the start time in clock ticks since boot); psutil, whose import costs about
-as much as the rest of the join path, is loaded only to kill process trees.
+Everything here reads ``/proc/PID/stat`` and the owner of ``/proc/PID``: kernel data
+that a user cannot forge and that never waits on a user's file system (unlike
+``/proc/PID/cmdline``, which reads the process's memory and can hang on a FUSE
+mapping). It is also cheap enough for the join path, which checks a pid per job.
 """
 
 from __future__ import annotations
@@ -13,22 +14,53 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import psutil
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in ticks) from ``/proc/PID/stat``; None if there is no such pid."""
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` we use."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """``/proc/PID/stat`` of ``pid``; None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
     except OSError:
         return None
-    fields = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces
-    return fields[0].decode(), int(fields[19])
+    try:
+        fields = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces
+        return ProcStat(
+            pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
+        )
+    except (ValueError, IndexError):
+        return None
+
+
+def proc_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def all_pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def _running(st: ProcStat | None) -> bool:
+    return st is not None and st.state not in ("Z", "X")
 
 
 @dataclass(frozen=True)
@@ -40,14 +72,14 @@ class ProcessRef:
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef:
-        stat = _stat(pid)
-        if stat is None:
+        st = proc_stat(pid)
+        if st is None:
             raise ProcessLookupError(pid)
-        return cls(pid, stat[1])
+        return cls(pid, st.start_ticks)
 
     def alive(self) -> bool:
-        stat = _stat(self.pid)
-        return stat is not None and stat[0] not in ("Z", "X") and stat[1] == self.start_ticks
+        st = proc_stat(self.pid)
+        return _running(st) and st is not None and st.start_ticks == self.start_ticks
 
     def wait_gone(self, timeout: float, poll: float = 0.1) -> bool:
         """Wait until the process has exited; True if it did within ``timeout``."""
@@ -58,51 +90,54 @@ class ProcessRef:
             time.sleep(poll)
         return True
 
-    def kill_tree(self, grace: float = 2.0) -> None:
-        """SIGTERM the process, its session and its descendants; SIGKILL what remains.
+    def members(self, owner_uid: int | None) -> list[ProcessRef]:
+        """This process and every live process of its session or process group.
 
-        GCP runs children (relay, GridFTP); they are found both through the process
-        tree and through the session the process leads, so none outlives it.
+        GCP runs in a session of its own (``setsid`` at start), so its children
+        (relay, GridFTP) are found through the session even after the leader died;
+        ``owner_uid`` and the start time keep a recycled session id from matching
+        someone else's processes.
         """
-        if not self.alive():
-            return
-        import psutil
+        found: list[ProcessRef] = []
+        for pid in all_pids():
+            st = proc_stat(pid)
+            if not _running(st) or st is None:
+                continue
+            if pid == self.pid:
+                if st.start_ticks == self.start_ticks:
+                    found.append(ProcessRef(pid, st.start_ticks))
+                continue
+            if self.pid not in (st.session, st.pgrp) or st.start_ticks < self.start_ticks:
+                continue
+            if owner_uid is not None and proc_uid(pid) != owner_uid:
+                continue
+            found.append(ProcessRef(pid, st.start_ticks))
+        return found
 
-        victims = _tree(self.pid)
-        _signal_all(self.pid, victims, signal.SIGTERM)
-        _, alive = psutil.wait_procs(victims, timeout=grace)
-        if alive:
-            _signal_all(self.pid, alive, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=grace)
+    def kill_tree(self, owner_uid: int | None = None, grace: float = 2.0) -> int:
+        """SIGTERM the process and its session; SIGKILL what remains after ``grace``.
 
+        Works when the leader is already gone (its children are still found through
+        the session). Returns how many processes were signalled.
+        """
+        victims = self.members(owner_uid)
+        for ref in victims:
+            ref.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(v.alive() for v in victims):
+            time.sleep(0.05)
+        left = [v for v in self.members(owner_uid) if v.alive()]
+        for ref in left:
+            ref.signal(signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(v.alive() for v in left):
+            time.sleep(0.05)
+        return len({v.pid for v in victims} | {v.pid for v in left})
 
-def _tree(pid: int) -> list[psutil.Process]:
-    import psutil
-
-    try:
-        top = psutil.Process(pid)
-        procs = [top, *top.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    seen = {p.pid for p in procs}
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid not in seen and os.getsid(proc.pid) == pid:
-                procs.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return procs
-
-
-def _signal_all(leader: int, procs: list[psutil.Process], sig: signal.Signals) -> None:
-    import psutil
-
-    try:
-        os.killpg(leader, sig)
-    except OSError:
-        pass
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except psutil.Error:
-            pass
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` if the pid still names this process (checked just before)."""
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except OSError:
+                pass

@@ -1,41 +1,135 @@
-"""Which Slurm jobs are alive on this node, from the processes that run them.
+"""Which of a user's jobs are provably gone from this node, from witnesses users cannot forge.
 
-Reconciling the job set against this (and not against slurmctld) keeps the epilog off
-the network: every job step on a node is run by a ``slurmstepd`` whose process title
-is ``slurmstepd: [<jobid>.<step>]``. The scan reads ``/proc`` directly: it runs on the
-epilog's non-last path, where importing psutil would cost more than the scan.
+The job set is reconciled so a skipped Epilog does not keep GCP up forever; but
+dropping a job that still runs stops GCP under it, so a job is dropped only on proof:
+
+- **Step sockets.** slurmd keeps one socket per job step on the node in its spool dir,
+  ``<node>_<jobid>.<stepid>``, owned by root in a root-owned directory (what
+  ``scontrol listpids`` reads). A listing cannot be forged by users and cannot block on
+  a user's file system, unlike process titles and ``/proc/PID/cmdline``.
+- **Contain.** With ``PrologFlags=Contain`` a job has an extern step on every node for
+  its whole life: no socket of the job here means the job is gone from here. Without
+  it, a node of a multi-node job has no step between ``srun`` calls, so absence proves
+  nothing.
+- **slurmctld.** Without Contain, a job not seen here is asked about (``squeue``, only
+  for jobs older than ``job_grace``, never on the join path): a job Slurm no longer
+  lists as pending, running, suspended or completing is gone. If Slurm cannot answer,
+  nothing is dropped.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Collection
+from pathlib import Path
 from typing import Protocol
 
-_STEP = re.compile(rb"\[(\d+)\.")
+from .privileges import SAFE_PATH
+from .slurmconf import SlurmSettings
+
+# Slurm job states after which a job holds nothing on its nodes.
+_ENDED = frozenset(
+    {
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 
 
 class JobProbe(Protocol):
-    def live_job_ids(self) -> set[str]:
-        """Ids of the jobs that have a step running on this node."""
+    def gone(self, user: str, job_ids: Collection[str]) -> tuple[set[str], str]:
+        """Of ``job_ids`` (jobs of ``user`` in this node's set), those proven gone,
+        and how that was decided (for the log)."""
 
 
-class SlurmstepdJobs:
-    """:class:`JobProbe` reading slurmstepd process titles from ``/proc``."""
+def step_jobs(spool: Path, node: str) -> set[str] | None:
+    """Job ids with a step socket of ``node`` in ``spool``; None if it cannot be trusted."""
+    try:
+        st = os.lstat(spool)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & stat.S_IWOTH:
+        return None
+    prefix = f"{node}_"
+    found: set[str] = set()
+    try:
+        entries = list(os.scandir(spool))
+    except OSError:
+        return None
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        job, dot, step = name[len(prefix) :].partition(".")
+        if not (dot and job.isdigit() and step.isdigit()):
+            continue
+        try:
+            est = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(est.st_mode) and est.st_uid == 0:
+            found.add(job)
+    return found
 
-    def live_job_ids(self) -> set[str]:
-        found: set[str] = set()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/comm", "rb") as fh:
-                    if fh.read().strip() != b"slurmstepd":
-                        continue
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    match = _STEP.search(fh.read())
-            except OSError:
-                continue
-            if match:
-                found.add(match.group(1).decode())
-        return found
+
+class SlurmJobProbe:
+    """:class:`JobProbe` from the spool dir's step sockets, Contain, and ``squeue``."""
+
+    def __init__(
+        self,
+        settings: SlurmSettings,
+        node: str,
+        timeout: float = 10.0,
+        squeue: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.timeout = timeout
+        self.squeue = squeue or shutil.which("squeue", path=SAFE_PATH)
+
+    def gone(self, user: str, job_ids: Collection[str]) -> tuple[set[str], str]:
+        spool = self.settings.spool_dir_for(self.node)
+        here = step_jobs(spool, self.node)
+        unseen = set(job_ids) if here is None else {j for j in job_ids if j not in here}
+        if not unseen:
+            return set(), "every job has a step here"
+        if here is not None and self.settings.contain:
+            return unseen, "no step in slurmd's spool dir (PrologFlags=Contain)"
+        listed = self._squeue_live(user)
+        if listed is None:
+            return set(), "not provable: Slurm could not be asked"
+        return {j for j in unseen if j not in listed}, "not listed by squeue"
+
+    def _squeue_live(self, user: str) -> set[str] | None:
+        if not self.squeue:
+            return None
+        try:
+            out = subprocess.run(
+                [self.squeue, "--noheader", f"--user={user}", "--states=all", "--format=%A %T"],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        live: set[str] = set()
+        for line in out.splitlines():
+            job, _, state = line.strip().partition(" ")
+            if job and state.strip().upper() not in _ENDED:
+                live.add(job)
+        return live

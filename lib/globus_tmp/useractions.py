@@ -2,25 +2,33 @@
 
 Root decides (:mod:`globus_tmp.lifecycle`); these steps act, each in one
 :func:`~globus_tmp.privileges.run_as` call so the user's files and GCP are only ever
-touched with the user's own rights. :class:`UserActions` is the interface; tests can
+touched with the user's own rights. Only JSON crosses back; this module turns it into
+the typed values root works with. :class:`UserActions` is the interface; tests can
 hand the lifecycle another implementation.
+
+Every step gets a budget and fits its own waits (registry lock, ``squeue``, GCP's
+connect) inside it, so root never has to kill a step that is about to succeed; and a
+start reports the lease and the GCP pid as soon as it has them (``on_progress``), so
+even a killed start leaves root knowing what to clean up.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from .config import Config
 from .errors import GcpError
-from .gcp import GcpCommand, GcpStatus
+from .gcp import GcpCommand, GcpStatus, find_pool_instances
 from .job import UserIdentity
 from .nodestate import GcpInstance
 from .pool import EndpointPool, NodeActivity, PoolEntry, SqueueNodeActivity
-from .privileges import run_as
+from .privileges import report_progress, run_as
 from .process import ProcessRef
+
+Progress = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -30,13 +38,18 @@ class Started:
     instance: GcpInstance
     note: str | None
 
+    def to_json(self) -> dict[str, Any]:
+        return {"instance": asdict(self.instance), "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Started:
+        return cls(GcpInstance(**data["instance"]), data.get("note"))
+
 
 class UserActions(Protocol):
-    def start(self, node: str, timeout: float) -> Started: ...
+    def start(self, node: str, budget: float, on_progress: Progress | None = None) -> Started: ...
 
-    def take_over(
-        self, node: str, ref: ProcessRef, config_dir: Path, timeout: float
-    ) -> Started: ...
+    def take_over(self, node: str, ref: ProcessRef, config_dir: Path, budget: float) -> Started: ...
 
     def status(self, timeout: float) -> GcpStatus | None: ...
 
@@ -46,6 +59,8 @@ class UserActions(Protocol):
 
     def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]: ...
 
+    def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]: ...
+
 
 class ForkedUserActions:
     """:class:`UserActions` for a real user: every step in a child dropped to that user."""
@@ -54,36 +69,49 @@ class ForkedUserActions:
         self.cfg = cfg
         self.user = user
         self.pool_root = cfg.user_dir_for(user.home)
-        self.activity = activity or SqueueNodeActivity()
+        self.activity = activity
 
-    def _pool(self) -> EndpointPool:
-        return EndpointPool(self.pool_root)
+    def _pool(self, budget: float = 20.0) -> EndpointPool:
+        return EndpointPool(self.pool_root, lock_timeout=max(min(20.0, budget * 0.25), 1.0))
 
     def _gcp(self) -> GcpCommand:
         return GcpCommand(self.cfg.gcp_path)
 
-    def start(self, node: str, timeout: float) -> Started:
-        return run_as(self.user, timeout + 5, self._start, node, timeout)
+    def start(self, node: str, budget: float, on_progress: Progress | None = None) -> Started:
+        data = run_as(self.user, budget + 3, self._start, node, budget, on_progress=on_progress)
+        return Started.from_json(data)
 
-    def _start(self, node: str, timeout: float) -> Started:
-        pool = self._pool()
-        entry, note = pool.lease(self.user.name, node, self.activity)
+    def _start(self, node: str, budget: float) -> dict[str, Any]:
+        deadline = time.monotonic() + budget
+        pool = self._pool(budget)
+        activity = self.activity or SqueueNodeActivity(timeout=max(min(10.0, budget * 0.15), 1.0))
+        entry, note = pool.lease(self.user.name, node, activity)
+        report_progress({"leased": entry.name})
         try:
             pool.write_config_paths(entry, self.cfg.exposed_paths)
             log_path = self.log_path(node, entry)
-            ref = self._gcp().start(entry.config_dir, log_path, timeout)
+            left = max(deadline - time.monotonic() - 1.0, 1.0)
+            ref = self._gcp().start(entry.config_dir, log_path, min(self.cfg.start_timeout, left))
         except BaseException:
             pool.release(entry.name, node)
             raise
-        return Started(_instance(entry, ref, log_path), note)
+        return Started(_instance(entry, ref, log_path), note).to_json()
 
-    def take_over(self, node: str, ref: ProcessRef, config_dir: Path, timeout: float) -> Started:
-        return run_as(self.user, timeout + 5, self._take_over, node, ref, config_dir, timeout)
+    def take_over(self, node: str, ref: ProcessRef, config_dir: Path, budget: float) -> Started:
+        data = run_as(
+            self.user, budget + 3, self._take_over, node, ref.pid, ref.start_ticks,
+            str(config_dir), budget,
+        )  # fmt: skip
+        return Started.from_json(data)
 
-    def _take_over(self, node: str, ref: ProcessRef, config_dir: Path, timeout: float) -> Started:
-        pool = self._pool()
-        entry, note = pool.lease(self.user.name, node, self.activity, prefer=config_dir.name)
-        deadline = time.monotonic() + timeout
+    def _take_over(
+        self, node: str, pid: int, ticks: int, config_dir: str, budget: float
+    ) -> dict[str, Any]:
+        ref = ProcessRef(pid, ticks)
+        deadline = time.monotonic() + budget
+        pool = self._pool(budget)
+        activity = self.activity or SqueueNodeActivity(timeout=max(min(10.0, budget * 0.15), 1.0))
+        entry, note = pool.lease(self.user.name, node, activity, prefer=Path(config_dir).name)
         while True:
             status = self._gcp().status(timeout=max(deadline - time.monotonic(), 1))
             if status is not None and status.connected:
@@ -91,23 +119,29 @@ class ForkedUserActions:
             if time.monotonic() >= deadline or not ref.alive():
                 raise GcpError(f"an orphaned GCP (pid {ref.pid}) runs but is not connected")
             time.sleep(0.2)
-        return Started(_instance(entry, ref, self.log_path(node, entry)), note)
+        return Started(_instance(entry, ref, self.log_path(node, entry)), note).to_json()
 
     def log_path(self, node: str, entry: PoolEntry) -> Path:
         return self.pool_root / "logs" / f"{node}-{entry.name}.log"
 
     def status(self, timeout: float) -> GcpStatus | None:
-        return run_as(self.user, timeout + 2, self._gcp().status, timeout)
+        data = run_as(self.user, timeout + 2, self._status, timeout)
+        return None if data is None else GcpStatus(data["online"], data["transfer"])
+
+    def _status(self, timeout: float) -> dict[str, str] | None:
+        status = self._gcp().status(timeout)
+        return None if status is None else {"online": status.online, "transfer": status.transfer}
 
     def request_stop(self, timeout: float) -> bool:
-        return run_as(self.user, timeout, self._gcp().request_stop)
+        return bool(run_as(self.user, timeout, self._gcp().request_stop))
 
     def release(self, name: str, node: str, timeout: float) -> bool:
-        return run_as(self.user, timeout, self._pool().release, name, node)
+        return bool(run_as(self.user, timeout, self._pool(timeout).release, name, node))
 
     def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
         """Ids of the user's ACTIVE/INACTIVE tasks on ``endpoint_id``, with the user's tokens."""
-        return run_as(self.user, timeout + 2, self._active_tasks, endpoint_id, timeout)
+        data = run_as(self.user, timeout + 2, self._active_tasks, endpoint_id, timeout)
+        return [str(t) for t in data]
 
     def _active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
         import os
@@ -116,6 +150,12 @@ class ForkedUserActions:
         from .transfers import active_tasks_on
 
         return active_tasks_on(self.cfg, self.pool_root, endpoint_id)
+
+    def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]:
+        """GCPs of the user running from a pool entry on this node (read as the user)."""
+        endpoints = str(self.pool_root / "endpoints")
+        data = run_as(self.user, timeout, find_pool_instances, self.user.uid, endpoints)
+        return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
 
 
 def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:

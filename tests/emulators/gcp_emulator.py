@@ -99,8 +99,11 @@ class Mode:
     """A failure mode, chosen by ``GCP_EMULATOR_MODE`` so tests can exercise error paths.
 
     ``normal``, ``exit-at-once``, ``never-connect``, ``crash-after=N`` (SIGKILLs itself
-    after N seconds, leaving the socket behind) and ``disconnect-after=N`` (state becomes
-    ``disconnected`` after N seconds, as when the relay connection drops).
+    after N seconds, leaving the socket behind), ``disconnect-after=N`` (state becomes
+    ``disconnected`` after N seconds, as when the relay connection drops), and two
+    faults a supervisor must survive: ``ignore-stop`` (``-stop`` is acknowledged and
+    SIGTERM ignored: only SIGKILL ends it) and ``leave-children`` (its helper children
+    outlive it, as a hung GridFTP child of a killed GCP would).
     """
 
     name: str = "normal"
@@ -113,7 +116,7 @@ class Mode:
 def parse_mode(text: str) -> Mode:
     """Parse ``GCP_EMULATOR_MODE``; unknown values fail loudly so a typo is not ``normal``."""
     text = text.strip() or "normal"
-    if text in ("normal", "exit-at-once", "never-connect"):
+    if text in ("normal", "exit-at-once", "never-connect", "ignore-stop", "leave-children"):
         return Mode(text)
     name, sep, value = text.partition("=")
     if sep and name in ("crash-after", "disconnect-after"):
@@ -477,7 +480,15 @@ def child_main(args: Sequence[str]) -> int:
     """
     role = args[0] if args else "child"
     parent = int(args[1]) if len(args) > 1 else 0
+    stay = len(args) > 2 and args[2] == "stay"
     _prctl(_PR_SET_NAME, role.encode()[:15])
+    if stay:  # GCP_EMULATOR_MODE=leave-children: outlive the parent until killed
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
+        while True:
+            signal.pause()
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if parent and os.getppid() != parent:
         return 0  # the parent died before PDEATHSIG was armed
@@ -493,11 +504,12 @@ def child_main(args: Sequence[str]) -> int:
 class Child:
     """A helper child process and the pipe that keeps it alive."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, stay: bool = False) -> None:
         self.role = role
         executable = sys.executable or "/usr/bin/python3"
+        argv = [executable, "-I", os.path.realpath(__file__), CHILD_FLAG, role, str(os.getpid())]
         self.proc = subprocess.Popen(
-            [executable, "-I", os.path.realpath(__file__), CHILD_FLAG, role, str(os.getpid())],
+            [*argv, "stay"] if stay else argv,
             stdin=subprocess.PIPE,
             close_fds=True,
         )
@@ -752,7 +764,7 @@ class Instance:
         elif command == "STATUS":
             client.waiting_status = True  # answered at the next broadcast
         elif command == "STOP":
-            if self.stop_at is None:
+            if self.stop_at is None and self.settings.mode.name != "ignore-stop":
                 self.stop_at = now + self.settings.stop_delay
                 self.log.debug("stop requested")
             self._reply(client, ["OK"])
@@ -875,7 +887,9 @@ class Instance:
                 old_handlers[signum] = signal.signal(signum, self._on_signal)
             self.selector.register(self.listener, selectors.EVENT_READ, "listener")
             self.selector.register(wake_r, selectors.EVENT_READ, "wakeup")
-            self.relay = Child(RELAY_ROLE)
+            self.relay = Child(RELAY_ROLE, stay=self.settings.mode.name == "leave-children")
+            if self.settings.mode.name == "ignore-stop":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if self.settings.globus_api:
                 import globus_api  # sibling module, stdlib-only
 

@@ -1,0 +1,93 @@
+"""``globus-tmp-admin``: the node operator's tool (root on a compute node).
+
+``reconcile`` compares this node's state with reality and repairs it (see
+:mod:`globus_tmp.reconcile`). It is meant to run periodically, from Slurm's
+``HealthCheckProgram`` or a systemd timer, so that orphans have a bounded life even
+when no hook runs on the node again. ``HealthCheckProgram`` gets only
+``SLURMD_NODENAME``: the configuration is found as the hooks find it, or at
+``/etc/slurm/globus-tmp.conf``, or named with ``--config``.
+
+Exit codes: 0 done (repairs or none; failures are logged, never fatal), 2 usage,
+3 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+from .config import load_config
+from .errors import ConfigError, GlobusTmpError, HookTimeout
+from .hooklog import HookLog
+from .job import UserIdentity, node_name
+from .lifecycle import NodeLifecycle
+from .nodestate import NodeStateStore
+
+PROG = "globus-tmp-admin"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Operate globus-tmp on this node.")
+    parser.add_argument("--config", help="globus-tmp.conf to use (default: as the hooks find it)")
+    parser.add_argument("--node", help="this node's Slurm name (default: $SLURMD_NODENAME)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    rec = sub.add_parser(
+        "reconcile", help="repair node state against live jobs and processes (safe any time)"
+    )
+    rec.add_argument("--user", help="only this user")
+    return parser
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise HookTimeout("reconcile hit hook_timeout; the rest is left for the next run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config:
+        os.environ["GLOBUS_TMP_CONFIG"] = args.config
+    log = HookLog("reconcile")
+    if os.geteuid() != 0:
+        log.error("run as root: it acts for every user of the node")
+        return 2
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        log.error(str(exc))
+        return 3
+    node = args.node or node_name(os.environ)
+    log.bind(node=node)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(math.ceil(cfg.hook_timeout) + 5)
+    try:
+        store = NodeStateStore(cfg.state_dir_for(node))
+        store.ensure()
+        log.log_file = cfg.log_file_for(node)
+        lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
+        from .reconcile import NodeReconciler
+
+        reconciler = NodeReconciler(lifecycle)
+        if args.user:
+            user = UserIdentity.from_name(args.user)
+            results = [(user.name, note) for note in reconciler.user(user)]
+        else:
+            results = reconciler.node()
+        for name, note in results:
+            print(f"{name}: {note}")
+        log.info(f"reconciled {len(store.users())} user(s), {len(results)} repair(s)")
+    except GlobusTmpError as exc:
+        log.error(str(exc))
+    except Exception as exc:
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        signal.alarm(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

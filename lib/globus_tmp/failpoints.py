@@ -1,0 +1,32 @@
+"""Failpoints: named places where a test can make a hook die, as slurmd would kill it.
+
+A fault matrix needs "the hook was killed right here" to be reproducible. Each
+``failpoint(name)`` is a no-op unless ``GLOBUS_TMP_FAILPOINTS`` names it; slurmd never
+sets that variable, and the steps run as the job user get a clean environment, so in
+production this is one dictionary lookup. Actions:
+
+- ``kill``: SIGKILL the hook's whole process group (what slurmd does at
+  ``PrologEpilogTimeout``); processes in sessions of their own (GCP, a drain) survive.
+- ``exit``: ``os._exit(1)`` without cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "GLOBUS_TMP_FAILPOINTS"
+
+
+def failpoint(name: str) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        where, _, action = item.partition("=")
+        if where.strip() != name:
+            continue
+        action = action.strip() or "kill"
+        if action == "kill":
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os._exit(1)

@@ -1,0 +1,122 @@
+"""Bring every user's node state in line with reality: ``globus-tmp-admin reconcile``.
+
+The hooks repair their own user's leftovers when they run, but a node where that user
+never runs again would keep an orphan forever. This pass, run periodically as root
+(``HealthCheckProgram`` or a timer), gives everything we start a bounded life:
+
+- jobs proven gone are dropped (:mod:`globus_tmp.slurmjobs` rules);
+- an interrupted start or stop is finished, a dead instance's leftovers killed, leases
+  not given back are released (:meth:`NodeLifecycle.repair`);
+- a GCP running from the user's pool that node state does not know is stopped, or
+  taken over when jobs wait for an endpoint;
+- a GCP with no job left is stopped or handed to a drain, exactly as the last Epilog
+  would have; a drain hung past its ``linger_max`` is killed and GCP stopped.
+
+It takes the same locks as the hooks and never waits for them: a user whose GCP is
+being started or stopped right now is left to that hook. Idempotent; one log line per
+repair.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import GlobusTmpError
+from .job import UserIdentity
+from .lifecycle import NodeLifecycle, needs_repair
+from .nodestate import PHASE_DRAINING, PHASE_RUNNING
+
+_DRAIN_OVERRUN = 120.0  # past drain_until + stop_grace, a drain is taken as hung
+
+
+class NodeReconciler:
+    def __init__(self, lifecycle: NodeLifecycle) -> None:
+        self.lifecycle = lifecycle
+
+    def node(self) -> list[tuple[str, str]]:
+        """Reconcile every user with state on this node: (user, note) per repair."""
+        out: list[tuple[str, str]] = []
+        for name in self.lifecycle.store.users():
+            try:
+                user = UserIdentity.from_name(name)
+            except GlobusTmpError as exc:
+                out.append((name, f"skipped: {exc}"))
+                continue
+            try:
+                out.extend((name, note) for note in self.user(user))
+            except GlobusTmpError as exc:
+                out.append((name, f"reconcile failed: {exc}"))
+        return out
+
+    def user(self, user: UserIdentity) -> list[str]:
+        lc = self.lifecycle
+        store = lc.store
+        if store.gcp_lock_busy(user.name):
+            return []  # a hook is starting or stopping GCP right now; it finishes its work
+        notes: list[str] = []
+        with store.jobs_lock(user.name, lc._left()):
+            state = store.read(user.name, user.uid)
+            if state.recovered_from:
+                notes.append(state.recovered_from)
+            gone = lc.reconcile_jobs(state)
+            if gone or state.recovered_from:
+                store.write(state)
+        if gone:
+            notes.append(gone)
+        if needs_repair(state):
+            notes += lc.repair(user, wait=0.0)
+        notes += self._orphans(user)
+        state = store.read(user.name, user.uid)
+        drain = state.drain
+        drain_alive = drain is not None and drain.alive()
+        if not state.jobs and state.live_instance() is not None and not drain_alive:
+            notes.append("no job left: " + lc.after_last_job(user))
+        elif state.phase == PHASE_DRAINING and drain is not None and drain_alive:
+            until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
+            if time.time() > until:
+                drain.kill_tree()
+                notes.append(
+                    f"drain pid {drain.pid} hung past linger_max, killed; "
+                    + lc.stop_if_unused(user, "its drain hung")
+                )
+        return notes
+
+    def _orphans(self, user: UserIdentity) -> list[str]:
+        """GCPs of the user from the pool that node state does not know."""
+        lc = self.lifecycle
+        store = lc.store
+        notes: list[str] = []
+        with store.gcp_lock(user.name, 0.0):
+            actions = lc.actions_for(user)
+            found = actions.pool_instances(lc._step())
+            if not found:
+                return notes
+            state = store.read(user.name, user.uid)
+            live = state.live_instance()
+            for ref, config_dir in found:
+                if live is not None and ref == live.process:
+                    continue
+                if live is None and state.jobs and ref.alive():
+                    started = actions.take_over(lc.node, ref, config_dir, lc._step())
+                    with store.jobs_lock(user.name, lc._left()):
+                        state = store.read(user.name, user.uid)
+                        state.instance, state.phase, state.error = (
+                            started.instance,
+                            PHASE_RUNNING,
+                            None,
+                        )
+                        store.write(state)
+                    live = started.instance
+                    notes.append(
+                        f"took over unrecorded GCP pid {ref.pid} of {config_dir.name} "
+                        f"for job(s) {','.join(sorted(state.jobs))}"
+                    )
+                    continue
+                killed = ref.kill_tree(user.uid)
+                note = f"stopped unrecorded GCP pid {ref.pid} of {config_dir.name} ({killed} proc)"
+                if live is None or live.endpoint_name != config_dir.name:
+                    note += "; " + lc._release(user, config_dir.name)
+                notes.append(note)
+        for note in notes:
+            lc.log.info(f"repair: {note}")
+        return notes

@@ -1,0 +1,89 @@
+"""The few slurm.conf settings the hooks act on, read from the file slurmd reads.
+
+- ``SlurmdSpoolDir``: where slurmd keeps one root-owned socket per job step on this
+  node (``<node>_<jobid>.<step>``), the unforgeable witness of a live job;
+- ``PrologFlags``: with ``Contain`` every node of a job runs an extern step for the
+  job's whole life, so "no step here" proves "job gone"; without it, it does not;
+- ``JobContainerType``: a private per-job ``/tmp`` (reported, not yet served).
+
+slurmd hands the hooks ``SLURM_CONF``; ``HealthCheckProgram`` gets no such variable,
+so the file beside ``globus-tmp.conf`` is the next guess, then Slurm's default. Only
+top-level ``Key=Value`` lines and ``Include`` are read: this is not a Slurm parser, and
+a site whose settings it cannot see gets the safe answer (no job is ever proven gone).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .boundedio import STATE, read_text_bounded
+from .config import DEFAULT_SLURM_CONF, Config
+
+DEFAULT_SPOOL_DIR = "/var/spool/slurmd"
+_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    path: str
+    found: bool
+    spool_dir: str
+    prolog_flags: frozenset[str]
+    job_container: str
+
+    @property
+    def contain(self) -> bool:
+        return "contain" in self.prolog_flags
+
+    def spool_dir_for(self, node: str) -> Path:
+        text = self.spool_dir.replace("%n", node).replace("%h", os.uname().nodename)
+        return Path(text)
+
+
+def slurm_conf_path(cfg: Config, env: Mapping[str, str]) -> Path:
+    if env.get("SLURM_CONF"):
+        return Path(env["SLURM_CONF"])
+    if cfg.source != "<defaults>":
+        beside = Path(cfg.source).parent / "slurm.conf"
+        if beside.exists():
+            return beside
+    return Path(DEFAULT_SLURM_CONF)
+
+
+def read_slurm_settings(path: Path) -> SlurmSettings:
+    """The settings from ``path`` (and its ``Include`` files); defaults where absent."""
+    values: dict[str, str] = {}
+    found = _read_into(path, values, depth=0)
+    flags = frozenset(
+        f.strip().lower() for f in values.get("prologflags", "").split(",") if f.strip()
+    )
+    return SlurmSettings(
+        path=str(path),
+        found=found,
+        spool_dir=values.get("slurmdspooldir", DEFAULT_SPOOL_DIR),
+        prolog_flags=flags,
+        job_container=values.get("jobcontainertype", "").lower(),
+    )
+
+
+def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
+    try:
+        text = read_text_bounded(path, STATE)
+    except OSError:
+        return False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        first, _, rest = line.partition(" ")
+        if first.lower() == "include" and depth < 4:
+            inc = Path(rest.strip())
+            _read_into(inc if inc.is_absolute() else path.parent / inc, values, depth + 1)
+            continue
+        key, sep, value = first.partition("=")
+        if sep and key.lower() in _WANTED:
+            values[key.lower()] = value.strip().strip('"')
+    return True
