@@ -8,7 +8,9 @@ Measures, as slurmd runs them (root, clean environment), the wall time of
 - the TaskProlog (once per task),
 
 each next to ``python -c pass`` from the same interpreter, measured in the same run,
-as a ratio. Goal: each under 8x. Also prints each path's peak RSS.
+as a ratio. Goals: the Prolog's join path and the Epilog's non-last path at most 4x
+(they run for every job on every node), the rest under 8x. Also prints each path's
+peak RSS. Node state goes under ``/run`` as with the default ``state_dir``.
 
 Run as root from the test venv (``tests/run`` builds it):
 ``/opt/globus-tmp-test/venv/bin/python bench/hot_paths.py [--runs N]``
@@ -35,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 USER = "gtbench"
 GOAL = 8.0
+HOOK_GOAL = 4.0
+STATE_DIR = Path("/run/globus-tmp-bench")
 
 
 def _user() -> pwd.struct_passwd:
@@ -87,7 +91,7 @@ def main() -> int:
     gcp.chmod(0o755)
     conf = site / "globus-tmp.conf"
     conf.write_text(
-        f'gcp_path = "{gcp}"\nstate_dir = "{site}/state/%n"\nuser_dir = "~/.globus-tmp-bench"\n'
+        f'gcp_path = "{gcp}"\nstate_dir = "{STATE_DIR}/%n"\nuser_dir = "~/.globus-tmp-bench"\n'
     )
     user_dir = Path(pw.pw_dir) / ".globus-tmp-bench"
     shutil.rmtree(user_dir, ignore_errors=True)
@@ -143,18 +147,20 @@ def main() -> int:
             hook("epilog", job)
         shutil.rmtree(site, ignore_errors=True)
         shutil.rmtree(user_dir, ignore_errors=True)
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
 
     print(f"interpreter: {sys.executable}; median of {args.runs} runs each")
     print(f"{'path':<22} {'median ms':>10} {'x bare':>7} {'goal':>6} {'peak RSS MiB':>13}")
     print(f"{'python -c pass':<22} {bare * 1000:10.1f} {1:7.2f} {'':>6} {bare_rss / 1024:13.1f}")
-    worst = 0.0
+    over = False
     for name, seconds, rss in rows:
         ratio = seconds / bare
-        worst = max(worst, ratio)
-        verdict = "ok" if ratio < GOAL else "OVER"
+        goal = HOOK_GOAL if name.startswith(("prolog", "epilog")) else GOAL
+        over = over or ratio > goal
+        verdict = f"<={goal:g}" if ratio <= goal else "OVER"
         print(f"{name:<22} {seconds * 1000:10.1f} {ratio:7.2f} {verdict:>6} {rss / 1024:13.1f}")
-    print(f"goal: every path under {GOAL:g}x a bare interpreter start")
-    return 0 if worst < GOAL else 1
+    print(f"goals: hooks' paths at most {HOOK_GOAL:g}x, the rest under {GOAL:g}x a bare start")
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

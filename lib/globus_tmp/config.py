@@ -6,28 +6,37 @@ globus-tmp configuration each. ``GLOBUS_TMP_CONFIG`` names another file.
 
 Every key is checked: a wrong key, type or value is one line naming the key and the
 file, because an admin reads it in a slurmd log.
+
+Every hook reads the file, and parsing TOML (``tomllib`` pulls in ``typing``) was the
+largest single cost of the join path. So root keeps the parsed table in a root-owned
+cache (:data:`CACHE_DIR`), keyed by the file's path and checked against its inode,
+size and times on every read; the table is validated again each time (cheap). Users
+read the cache too (TaskProlog, CLI) but never write it; a cache that is not root's is
+ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.9/3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from typing import Any
 
 CONFIG_NAME = "globus-tmp.conf"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 ON_FAILURE_CHOICES = ("continue", "fail")
+CACHE_DIR = "/run/globus-tmp/.config-cache"
+_MAX_CONFIG = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Find, read and validate the configuration; a missing default file means defaults."""
     path, explicit = config_path(os.environ if env is None else env)
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the error cases
     except FileNotFoundError:
         if explicit:
             raise ConfigError(
@@ -130,11 +138,91 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 "create it or unset the variable"
             ) from None
         return Config()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        raw = _cached_table(path, st)
+        if raw is None:
+            try:
+                data = fh.read(_MAX_CONFIG + 1)
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+            if len(data) > _MAX_CONFIG:
+                raise ConfigError(f"{path}: larger than {_MAX_CONFIG} bytes; not a config")
+            raw = _parse_toml(data, path)
+            _store_table(path, st, raw)
     return parse_config(raw, str(path))
+
+
+def _parse_toml(data: bytes, path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        table: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        return table
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _cache_file(path: Path) -> str:
+    return os.path.join(CACHE_DIR, str(path).replace("%", "%25").replace("/", "%2F")[:200])
+
+
+def _fingerprint(path: Path, st: os.stat_result) -> list[object]:
+    return [str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cached_table(path: Path, st: os.stat_result) -> dict[str, Any] | None:
+    """The parsed table of ``path`` if root cached it for exactly this file version."""
+    try:
+        dst = os.lstat(CACHE_DIR)
+        if not _root_only(dst, stat.S_ISDIR):
+            return None
+        fd = os.open(_cache_file(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not _root_only(os.fstat(fd), stat.S_ISREG):
+                return None
+            doc = json.loads(os.read(fd, _MAX_CONFIG))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("file") != _fingerprint(path, st):
+        return None
+    table = doc.get("table")
+    return table if isinstance(table, dict) else None
+
+
+def _store_table(path: Path, st: os.stat_result, raw: dict[str, Any]) -> None:
+    """As root: remember the parsed table (never fails the caller)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        text = json.dumps({"file": _fingerprint(path, st), "table": raw})
+    except (TypeError, ValueError):
+        return  # e.g. a TOML date: not worth caching
+    target = _cache_file(path)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _root_only(st: os.stat_result, is_type: Callable[[int], bool]) -> bool:
+    return is_type(st.st_mode) and st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def parse_config(raw: Mapping[str, Any], source: str) -> Config:

@@ -14,8 +14,8 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Callable
 
 from .config import Config, load_config
 from .errors import GlobusTmpError, HookTimeout

@@ -11,9 +11,12 @@ import os
 import pwd
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import JobContextError
+
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)

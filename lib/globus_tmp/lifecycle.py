@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import GcpError, GlobusTmpError
@@ -48,7 +47,10 @@ from .nodestate import (
 )
 from .process import ProcessRef
 
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
+    from typing import Any
+
     from .activity import Activity, TransferActivity
     from .drain import DrainLauncher
     from .slurmjobs import JobProbe

@@ -23,12 +23,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 from .boundedio import STATE, read_text_bounded
 from .errors import StateError
 from .locks import FlockFile, LockTimeout
 from .process import ProcessRef
+
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 STATE_VERSION = 1
 

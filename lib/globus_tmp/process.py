@@ -15,19 +15,19 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class ProcStat:
-    """The fields of ``/proc/PID/stat`` we use."""
+    """The fields of ``/proc/PID/stat`` we use (a plain class: this is on the join path,
+    where each dataclass definition costs a noticeable share of the start-up)."""
 
-    pid: int
-    state: str
-    ppid: int
-    pgrp: int
-    session: int
-    start_ticks: int
+    __slots__ = ("pgrp", "pid", "ppid", "session", "start_ticks", "state")
+
+    def __init__(
+        self, pid: int, state: str, ppid: int, pgrp: int, session: int, start_ticks: int
+    ) -> None:
+        self.pid, self.state, self.ppid = pid, state, ppid
+        self.pgrp, self.session, self.start_ticks = pgrp, session, start_ticks
 
 
 def proc_stat(pid: int) -> ProcStat | None:
@@ -63,12 +63,33 @@ def _running(st: ProcStat | None) -> bool:
     return st is not None and st.state not in ("Z", "X")
 
 
-@dataclass(frozen=True)
 class ProcessRef:
-    """A process, named by pid and start time (clock ticks since boot)."""
+    """A process, named by pid and start time (clock ticks since boot).
 
+    Immutable and compared by value; a plain class rather than a frozen dataclass
+    because it is on the join path (see :class:`ProcStat`)."""
+
+    __slots__ = ("pid", "start_ticks")
     pid: int
     start_ticks: int
+
+    def __init__(self, pid: int, start_ticks: int) -> None:
+        object.__setattr__(self, "pid", pid)
+        object.__setattr__(self, "start_ticks", start_ticks)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ProcessRef is immutable ({name})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProcessRef):
+            return NotImplemented
+        return (self.pid, self.start_ticks) == (other.pid, other.start_ticks)
+
+    def __hash__(self) -> int:
+        return hash((self.pid, self.start_ticks))
+
+    def __repr__(self) -> str:
+        return f"ProcessRef(pid={self.pid}, start_ticks={self.start_ticks})"
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef:
