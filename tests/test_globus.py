@@ -303,3 +303,62 @@ def test_transfer_api_hiccups_are_retried(gsite: Site, api: globus_api.EmulatorS
     res = gsite.epilog("650")
     assert "no Transfer task uses the endpoint" in res.stderr, res.stderr
     assert gcp_processes(user.uid) == []
+
+
+_API_FAULTS = {
+    "5xx": [{"route": "task_list", "status": 503, "count": 100000}],
+    "429": [{"route": "task_list", "status": 429, "retry_after": 1, "count": 100000}],
+    "timeout": [{"route": "task_list", "status": 0, "delay": 40, "count": 100000}],
+    "expired-tokens": [
+        {"route": "token", "status": 400, "code": "invalid_grant", "count": 100000},
+        {"route": "task_list", "status": 401, "code": "AuthenticationFailed", "count": 100000},
+    ],
+}
+
+
+@pytest.mark.parametrize("fault", sorted(_API_FAULTS))
+def test_transfer_api_faults_during_a_drain_never_stop_gcp_under_a_live_task(
+    gsite: Site, api: globus_api.EmulatorServer, fault: str
+) -> None:
+    """Fault matrix rows "Transfer API 429, 5xx, timeouts, expired tokens during a drain":
+    once the API has shown a live task, GCP stays up while the API cannot be asked
+    (longer than linger_unverified), and stops once the task is over."""
+    user = _logged_in_pool(gsite, api, 1)
+    gsite.configure(linger_max=150)  # a timed-out check takes the step's whole bound (30 s)
+    collection, _ = _collection(api, gsite)
+    gsite.prolog("660")
+    _write_random(gsite, "gtunit1", "/tmp/gtunit1-faults.bin", 5)
+    endpoint = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
+    admin = _admin(api)
+    admin._call(
+        "POST",
+        "_emulator/faults",
+        {"route": f"/_emulator/gcp/{endpoint}/work/", "status": 0, "delay": 3.0, "count": 2},
+    )
+    res = gsite.endpoint(
+        "gtunit1", "stage-out", "/tmp/gtunit1-faults.bin", f"{collection}:/faults.bin"
+    )
+    assert res.returncode == 0, res.stderr
+    task_id = res.stdout.strip()
+    admin._call("POST", f"_emulator/tasks/{task_id}/pause", {})
+    res = gsite.epilog("660")
+    assert "drain pid" in res.stderr and task_id in res.stderr, res.stderr
+    try:
+        for doc in _API_FAULTS[fault]:
+            admin._call("POST", "_emulator/faults", doc)
+        if fault == "expired-tokens":
+            admin._call("POST", "_emulator/tokens/expire", {"username": "gtunit1@example.org"})
+        linger = float(gsite.settings["linger_unverified"])  # type: ignore[arg-type]
+        wait_for(
+            lambda: "taken as live" in gsite.hook_log(), timeout=60, what="the drain to see it"
+        )
+        time.sleep(linger + 2)
+        assert len(gcp_processes(user.uid)) == 1, "stopped under a task only the API could see"
+    finally:
+        admin._call("DELETE", "_emulator/faults", None)
+    if fault == "expired-tokens":
+        _seed_tokens(api, user)
+    admin._call("POST", f"_emulator/tasks/{task_id}/resume", {})
+    wait_for(lambda: "transfer over" in gsite.hook_log(), timeout=90, what="the drain to end")
+    gsite.wait_gcp_stopped()
+    Path("/tmp/gtunit1-faults.bin").unlink(missing_ok=True)

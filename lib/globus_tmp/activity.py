@@ -32,6 +32,8 @@ class Activity:
     detail: str
     verified: bool = True
     """False when the Transfer API should have been asked but could not be."""
+    tasks: tuple[str, ...] = ()
+    """The live Transfer tasks the API reported on the endpoint."""
 
 
 class TransferActivity(Protocol):
@@ -70,5 +72,10 @@ class TransferAwareActivity:
         except GlobusTmpError as exc:
             return Activity(gcp.active, f"Transfer API not asked ({exc}); {gcp.detail}", False)
         if tasks:
-            return Activity(True, f"Transfer task(s) {', '.join(tasks)} still use the endpoint")
+            return Activity(
+                True,
+                f"Transfer task(s) {', '.join(tasks)} still use the endpoint",
+                True,
+                tuple(tasks),
+            )
         return Activity(gcp.active, f"no Transfer task uses the endpoint; {gcp.detail}")

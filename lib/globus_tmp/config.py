@@ -126,7 +126,7 @@ def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:
     return Path(slurm_conf).parent / CONFIG_NAME, False
 
 
-def load_config(env: Mapping[str, str] | None = None) -> Config:
+def load_config(env: Mapping[str, str] | None = None, cache_dir: str = CACHE_DIR) -> Config:
     """Find, read and validate the configuration; a missing default file means defaults."""
     path, explicit = config_path(os.environ if env is None else env)
     try:
@@ -142,7 +142,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     with fh:
         st = os.fstat(fh.fileno())
-        raw = _cached_table(path, st)
+        raw = _cached_table(cache_dir, path, st)
         if raw is None:
             try:
                 data = fh.read(_MAX_CONFIG + 1)
@@ -151,7 +151,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             if len(data) > _MAX_CONFIG:
                 raise ConfigError(f"{path}: larger than {_MAX_CONFIG} bytes; not a config")
             raw = _parse_toml(data, path)
-            _store_table(path, st, raw)
+            _store_table(cache_dir, path, st, raw)
     return parse_config(raw, str(path))
 
 
@@ -169,21 +169,21 @@ def _parse_toml(data: bytes, path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _cache_file(path: Path) -> str:
-    return os.path.join(CACHE_DIR, str(path).replace("%", "%25").replace("/", "%2F")[:200])
+def _cache_file(cache_dir: str, path: Path) -> str:
+    return os.path.join(cache_dir, str(path).replace("%", "%25").replace("/", "%2F")[:200])
 
 
 def _fingerprint(path: Path, st: os.stat_result) -> list[object]:
     return [str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _cached_table(path: Path, st: os.stat_result) -> dict[str, Any] | None:
+def _cached_table(cache_dir: str, path: Path, st: os.stat_result) -> dict[str, Any] | None:
     """The parsed table of ``path`` if root cached it for exactly this file version."""
     try:
-        dst = os.lstat(CACHE_DIR)
+        dst = os.lstat(cache_dir)
         if not _root_only(dst, stat.S_ISDIR):
             return None
-        fd = os.open(_cache_file(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(_cache_file(cache_dir, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             if not _root_only(os.fstat(fd), stat.S_ISREG):
                 return None
@@ -198,7 +198,7 @@ def _cached_table(path: Path, st: os.stat_result) -> dict[str, Any] | None:
     return table if isinstance(table, dict) else None
 
 
-def _store_table(path: Path, st: os.stat_result, raw: dict[str, Any]) -> None:
+def _store_table(cache_dir: str, path: Path, st: os.stat_result, raw: dict[str, Any]) -> None:
     """As root: remember the parsed table (never fails the caller)."""
     if os.geteuid() != 0:
         return
@@ -206,10 +206,10 @@ def _store_table(path: Path, st: os.stat_result, raw: dict[str, Any]) -> None:
         text = json.dumps({"file": _fingerprint(path, st), "table": raw})
     except (TypeError, ValueError):
         return  # e.g. a TOML date: not worth caching
-    target = _cache_file(path)
+    target = _cache_file(cache_dir, path)
     tmp = f"{target}.{os.getpid()}.tmp"
     try:
-        os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)

@@ -344,6 +344,7 @@ class NodeLifecycle:
             until = state.drain_until or time.time() + self.cfg.linger_max
             ref = self.drains.launch(user, self.node, until)
             state.drain, state.drain_until, state.phase = ref, until, PHASE_DRAINING
+            state.drain_tasks = sorted(set(state.drain_tasks) | set(activity.tasks))
             self.store.write(state)
         failpoint("epilog.after_drain")
         bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
@@ -363,7 +364,8 @@ class NodeLifecycle:
                     return f"kept GCP: job(s) {','.join(sorted(state.jobs))} joined meanwhile"
                 instance = state.instance
                 if instance is None:
-                    state.phase, state.drain, state.drain_until = PHASE_IDLE, None, None
+                    state.phase = PHASE_IDLE
+                    state.clear_drain()
                     self.store.write(state)
                     return "no GCP to stop"
                 state.phase = PHASE_STOPPING
@@ -375,7 +377,7 @@ class NodeLifecycle:
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 state.instance, state.phase = None, PHASE_IDLE
-                state.drain, state.drain_until = None, None
+                state.clear_drain()
                 self._settle_release(state, instance.endpoint_name, released)
                 self.store.write(state)
         return f"GCP pid {instance.pid} {how} ({why}); {released}"
@@ -471,7 +473,7 @@ class NodeLifecycle:
             for name, note in results.items():
                 self._settle_release(state, name, note)
             if state.instance is None:
-                state.drain, state.drain_until = None, None
+                state.clear_drain()
                 if not state.jobs:
                     state.phase = PHASE_IDLE
                 elif state.phase != PHASE_FAILED:
@@ -491,16 +493,19 @@ class NodeLifecycle:
 
         ``until`` (wall clock) is when ``linger_max`` runs out. An unverified idle (no
         Transfer API) must last ``linger_unverified`` without a break: GCP says idle
-        between the files of one task too.
+        between the files of one task too. Once the Transfer API has shown a live task,
+        only the API can say it ended: while it cannot be asked (errors, 429, expired
+        tokens), the task is taken as still live.
         """
         me = ProcessRef.of(os.getpid())
         idle_since: float | None = None
+        live_tasks = tuple(self.store.read(user.name, user.uid).drain_tasks)
         while True:
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 if state.jobs or state.drain != me:
                     if state.drain == me:
-                        state.drain, state.drain_until = None, None
+                        state.clear_drain()
                         self.store.write(state)
                     if state.jobs:
                         return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays up"
@@ -510,12 +515,23 @@ class NodeLifecycle:
                 why = "GCP exited during the drain"
                 break
             failpoint("drain.poll")
-            activity = self.activity.check(self.actions_for(user), instance, _STEP_TIMEOUT)
+            bound = min(_STEP_TIMEOUT, max(until - time.time(), 1.0))
+            activity = self.activity.check(self.actions_for(user), instance, bound)
             now = time.monotonic()
             if not activity.active and activity.verified:
                 why = f"transfer over ({activity.detail})"
                 break
-            if activity.active:
+            if activity.verified and live_tasks != activity.tasks:
+                live_tasks = activity.tasks
+                with self.store.jobs_lock(user.name, self._left()):
+                    state = self._read(user)
+                    if state.drain == me:
+                        state.drain_tasks = list(live_tasks)
+                        self.store.write(state)
+            if not activity.verified and live_tasks:
+                self.log.info(f"task(s) {', '.join(live_tasks)} taken as live: {activity.detail}")
+                idle_since = None
+            elif activity.active:
                 idle_since = None
             else:
                 idle_since = now if idle_since is None else idle_since

@@ -95,6 +95,8 @@ class UserNodeState:
     drain_start_ticks: Optional[int] = None
     drain_until: Optional[float] = None
     """Wall-clock time by which the drain must have stopped GCP (``linger_max``)."""
+    drain_tasks: list[str] = field(default_factory=list)
+    """Transfer tasks the API showed live on the endpoint when the drain began."""
     starting: Optional[StartRecord] = None
     release_pending: list[str] = field(default_factory=list)
     """Leases of stopped instances not yet given back (a slow home); retried."""
@@ -112,6 +114,9 @@ class UserNodeState:
     def drain(self, ref: ProcessRef | None) -> None:
         self.drain_pid = ref.pid if ref else None
         self.drain_start_ticks = ref.start_ticks if ref else None
+
+    def clear_drain(self) -> None:
+        self.drain, self.drain_until, self.drain_tasks = None, None, []
 
     def live_instance(self) -> GcpInstance | None:
         """The recorded instance if its process still runs (pid and start time)."""
@@ -147,6 +152,7 @@ class UserNodeState:
         state.instance = GcpInstance(**inst) if inst else None
         state.starting = StartRecord(**starting) if starting else None
         state.release_pending = [str(n) for n in state.release_pending]
+        state.drain_tasks = [str(t) for t in state.drain_tasks]
         return state
 
 

@@ -80,3 +80,45 @@ def test_sample_config_documents_the_defaults() -> None:
     sample = Path(__file__).resolve().parents[2] / "slurm-conf-snippets" / "globus-tmp.conf"
     cfg = load_config({"GLOBUS_TMP_CONFIG": str(sample)})
     assert cfg == Config(source=str(sample))
+
+
+def test_parsed_table_is_cached_for_exactly_this_file_version(tmp_path: Path) -> None:
+    """The join path skips TOML parsing: root caches the table, keyed by the file."""
+    import json
+
+    cache = tmp_path / "cache"
+    conf = tmp_path / "globus-tmp.conf"
+    conf.write_text("start_timeout = 11\nhook_timeout = 30\n")
+    env = {"GLOBUS_TMP_CONFIG": str(conf)}
+    assert load_config(env, str(cache)).start_timeout == 11
+    (cached,) = cache.iterdir()
+    assert json.loads(cached.read_text())["table"]["start_timeout"] == 11
+    # a hit gives the same validated config; a changed file is read again
+    assert load_config(env, str(cache)).start_timeout == 11
+    conf.write_text("start_timeout = 12\nhook_timeout = 30\n")
+    assert load_config(env, str(cache)).start_timeout == 12
+    # a bad value in a cached table is still refused: validation runs on every read
+    conf.write_text('start_timeout = "soon"\n')
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="start_timeout"):
+            load_config(env, str(cache))
+
+
+def test_a_cache_root_does_not_own_is_ignored(tmp_path: Path) -> None:
+    import json
+    import os
+
+    cache = tmp_path / "cache"
+    conf = tmp_path / "globus-tmp.conf"
+    conf.write_text("start_timeout = 11\nhook_timeout = 30\n")
+    env = {"GLOBUS_TMP_CONFIG": str(conf)}
+    load_config(env, str(cache))
+    (cached,) = cache.iterdir()
+    doc = json.loads(cached.read_text())
+    doc["table"]["gcp_path"] = "/home/mallory/gcp"
+    cached.write_text(json.dumps(doc))
+    os.chown(cached, 65534, 65534)  # forged by someone else
+    assert load_config(env, str(cache)).gcp_path == Config().gcp_path
+    cached.write_text(json.dumps(doc))
+    cache.chmod(0o777)  # a cache dir others can write is not trusted either
+    assert load_config(env, str(cache)).gcp_path == Config().gcp_path
