@@ -66,8 +66,11 @@ def test_prolog_killed_at_each_step_leaves_nothing_after_one_reconcile(
     assert rec.returncode == 0, rec.stderr
     assert_consistent(site)
     assert "1" in site.state("gtunit1")["jobs"], "a repair never loses a live job id"
-    # the job's node still works: the next prolog starts one GCP, the epilogs end it
-    assert "started GCP" in site.prolog("2").stderr
+    if point != "prolog.after_add":  # GCP was spawned: taken over for the waiting job
+        assert site.endpoint("gtunit1").returncode == 0, "job 1 has its endpoint"
+        assert "took over the GCP" in rec.stdout, rec.stdout
+    # the job's node still works: the next prolog starts or joins one GCP
+    assert site.prolog("2").returncode == 0
     assert len(gcp_processes(user.uid)) == 1
     assert_consistent(site)
     site.epilog("1")
@@ -106,12 +109,19 @@ def test_the_next_hook_repairs_its_own_user_without_reconcile(site: Site) -> Non
     user = site.users["gtunit1"]
     user.make_pool(1)
     site.hook("prolog", "1", "gtunit1", failpoint="prolog.after_spawn=kill")
-    (orphan,) = gcp_processes(user.uid)
+    (spawned,) = gcp_processes(user.uid)
     res = site.prolog("2")
-    assert "interrupted start" in res.stderr and "started GCP" in res.stderr, res.stderr
-    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
-    assert len(gcp_processes(user.uid)) == 1
+    assert "interrupted start: took over the GCP" in res.stderr, res.stderr
+    assert [p.pid for p in gcp_processes(user.uid)] == [spawned.pid]
     assert_consistent(site)
+    # with no job left, the spawned GCP is stopped instead
+    site.epilog("1")
+    site.epilog("2")
+    site.wait_gcp_stopped()
+    site.hook("prolog", "3", "gtunit1", failpoint="prolog.after_spawn=kill")
+    site.hook("epilog", "3", "gtunit1")
+    site.wait_gcp_stopped()
+    assert user.registry() == {}
 
 
 def test_start_killed_at_its_bound_leaves_no_gcp(site: Site) -> None:

@@ -145,7 +145,11 @@ class NodeLifecycle:
     def _read(self, user: UserIdentity) -> UserNodeState:
         state = self.store.read(user.name, user.uid)
         if state.recovered_from:
-            self.log.error(state.recovered_from)
+            found = self.jobs.running_here(user.name)
+            if found:
+                state.jobs.update(dict.fromkeys(found, time.time()))
+            rebuilt = f"job set rebuilt from Slurm: {','.join(sorted(found))}" if found else ""
+            self.log.error(f"{state.recovered_from}; {rebuilt or 'job set not rebuilt'}")
         return state
 
     # -- prolog ------------------------------------------------------------------
@@ -437,16 +441,23 @@ class NodeLifecycle:
                 return []
             phase, record, instance = state.phase, state.starting, state.instance
             pending = list(state.release_pending)
+            has_jobs = bool(state.jobs)
         notes: list[str] = []
         release: list[str] = []
+        adopted: GcpInstance | None = None
         if record is not None:
             what = "interrupted start"
             proc = record.process
-            if proc is not None and proc.alive():
-                proc.kill_tree(user.uid)
-                what += f": stopped the GCP (pid {proc.pid}) it had spawned"
-            if record.entry:
-                release.append(record.entry)
+            if proc is not None and proc.alive() and has_jobs and record.entry:
+                adopted = self._adopt(user, proc, record.entry)
+                if adopted is not None:
+                    what += f": took over the GCP (pid {proc.pid}) it had spawned"
+            if adopted is None:
+                if proc is not None and proc.alive():
+                    proc.kill_tree(user.uid)
+                    what += f": stopped the GCP (pid {proc.pid}) it had spawned"
+                if record.entry:
+                    release.append(record.entry)
             notes.append(what)
         if instance is not None:
             if phase == PHASE_STOPPING:
@@ -468,6 +479,9 @@ class NodeLifecycle:
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.starting = None
+            if adopted is not None:
+                state.instance, state.error = adopted, None
+                instance = adopted
             if instance is None:
                 state.instance = None
             for name, note in results.items():
@@ -485,6 +499,16 @@ class NodeLifecycle:
         for note in notes:
             self.log.info(f"repair: {note}")
         return notes
+
+    def _adopt(self, user: UserIdentity, proc: ProcessRef, entry: str) -> GcpInstance | None:
+        """Take over a GCP an interrupted start left running, for the jobs waiting on it."""
+        config_dir = self.cfg.user_dir_for(user.home) / "endpoints" / entry
+        budget = max(min(self.cfg.start_timeout, self._left() - 5), 1.0)
+        try:
+            return self.actions_for(user).take_over(self.node, proc, config_dir, budget).instance
+        except GlobusTmpError as exc:
+            self.log.error(f"could not take over GCP pid {proc.pid} ({exc}); stopping it")
+            return None
 
     # -- drain -------------------------------------------------------------------
 

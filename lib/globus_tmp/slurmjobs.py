@@ -53,6 +53,10 @@ class JobProbe(Protocol):
         """Of ``job_ids`` (jobs of ``user`` in this node's set), those proven gone,
         and how that was decided (for the log)."""
 
+    def running_here(self, user: str) -> set[str] | None:
+        """The user's jobs Slurm runs on this node (to rebuild a lost job set); None
+        when Slurm cannot be asked."""
+
 
 def step_jobs(spool: Path, node: str) -> set[str] | None:
     """Job ids with a step socket of ``node`` in ``spool``; None if it cannot be trusted."""
@@ -112,12 +116,16 @@ class SlurmJobProbe:
             return set(), "not provable: Slurm could not be asked"
         return {j for j in unseen if j not in listed}, "not listed by squeue"
 
-    def _squeue_live(self, user: str) -> set[str] | None:
+    def running_here(self, user: str) -> set[str] | None:
+        return self._squeue_live(user, f"--nodelist={self.node}")
+
+    def _squeue_live(self, user: str, *extra: str) -> set[str] | None:
         if not self.squeue:
             return None
+        argv = [self.squeue, "--noheader", f"--user={user}", "--states=all", "--format=%A %T"]
         try:
             out = subprocess.run(
-                [self.squeue, "--noheader", f"--user={user}", "--states=all", "--format=%A %T"],
+                [*argv, *extra],
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,

@@ -28,6 +28,9 @@ class GoneJobs:
         self.asked += 1
         return {j for j in job_ids if j in self.gone_ids}, "test"
 
+    def running_here(self, user: str) -> set[str] | None:
+        return {"7", "8"}
+
 
 def _lifecycle(tmp_path: Path, probe: GoneJobs) -> tuple[NodeLifecycle, NodeStateStore]:
     store = NodeStateStore(tmp_path / "state")
@@ -56,6 +59,16 @@ def test_no_probe_when_every_job_is_young(tmp_path: Path) -> None:
     lifecycle.epilog(JobContext("1", "n1", user))
     assert probe.asked == 0
     assert sorted(store.read("alice", 1000).jobs) == ["2"]
+
+
+def test_an_unreadable_state_file_gets_its_job_set_back_from_slurm(tmp_path: Path) -> None:
+    """A lost job set would let the next epilog stop GCP under the jobs it forgot."""
+    lifecycle, store = _lifecycle(tmp_path, GoneJobs(set()))
+    store.path("alice").write_text("{truncated")
+    user = UserIdentity("alice", 1000, 1000, "/home/alice")
+    message = lifecycle.epilog(JobContext("7", "n1", user))
+    assert "1 job(s) remain" in message
+    assert sorted(store.read("alice", 1000).jobs) == ["8"]
 
 
 # the probe: slurmd's step sockets, Contain, and what is never taken as proof ----------
@@ -123,11 +136,13 @@ def test_without_contain_absence_here_is_no_proof(tmp_path: Path) -> None:
     running = _squeue(tmp_path, 'echo "20 RUNNING"; echo "21 COMPLETED"')
     gone, how = SlurmJobProbe(settings, "n1", squeue=running).gone("alice", ["20", "21", "22"])
     assert gone == {"21", "22"} and how == "not listed by squeue"
+    assert SlurmJobProbe(settings, "n1", squeue=running).running_here("alice") == {"20"}
     broken = _squeue(tmp_path, "echo 'slurm_load_jobs error: Unable to contact' >&2; exit 1")
     gone, how = SlurmJobProbe(settings, "n1", squeue=broken).gone("alice", ["20"])
     assert gone == set() and "not provable" in how
     missing = SlurmJobProbe(settings, "n1", squeue=str(tmp_path / "no-squeue"))
     assert missing.gone("alice", ["20"])[0] == set()
+    assert missing.running_here("alice") is None
 
 
 def test_slurm_conf_include_and_case(tmp_path: Path) -> None:
