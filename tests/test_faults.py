@@ -509,3 +509,31 @@ def test_reconcile_is_idempotent_and_concurrent_with_hooks(site: Site) -> None:
         assert_consistent(site, name)
     assert site.admin("reconcile").stdout == ""
     assert not any("stopped" in out for out in outputs), outputs
+
+
+def test_healthcheck_chains_the_sites_check_and_reconciles(site: Site) -> None:
+    """HealthCheckProgram gets only SLURMD_NODENAME: the wrapper keeps the site's verdict
+    and starts a reconcile that repairs what a killed epilog left."""
+    user = site.users["gtunit1"]
+    user.make_pool(1)
+    nhc = site.root / "nhc"
+    nhc.write_text("#!/bin/sh\necho checked >> \"$0.log\"\nexit 3\n")
+    nhc.chmod(0o755)
+    site.configure(chain_health_check=str(nhc))
+    site.prolog("1")
+    site.hook("epilog", "1", "gtunit1", failpoint="epilog.after_remove=kill")
+    assert len(gcp_processes(user.uid)) == 1, "nobody stops GCP after a killed epilog"
+    from hooksite import BIN
+
+    res = subprocess.run(
+        [str(BIN / "globus-tmp-healthcheck")],
+        env={"SLURMD_NODENAME": "n1", "GLOBUS_TMP_CONFIG": str(site.config)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 3, "the site's verdict is kept"
+    assert (site.root / "nhc.log").read_text() == "checked\n"
+    site.wait_gcp_stopped(timeout=30)
+    assert user.registry() == {}
+    assert "reconcile node=n1" in site.hook_log()

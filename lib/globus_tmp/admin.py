@@ -9,6 +9,11 @@ when no hook runs on the node again. ``HealthCheckProgram`` gets only
 
 Exit codes: 0 done (repairs or none; failures are logged, never fatal), 2 usage,
 3 configuration.
+
+``globus-tmp-healthcheck`` is the ``HealthCheckProgram`` wrapper: it runs the site's own
+health check first (``chain_health_check``; its exit code is the verdict Slurm sees),
+then starts a reconcile in a session of its own and returns at once, so globus-tmp can
+neither delay nor fail a node's health check.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from types import FrameType
@@ -27,6 +33,7 @@ from .hooklog import HookLog
 from .job import UserIdentity, node_name
 from .lifecycle import NodeLifecycle
 from .nodestate import NodeStateStore
+from .privileges import SAFE_PATH
 
 PROG = "globus-tmp-admin"
 
@@ -87,6 +94,44 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.alarm(0)
     return 0
+
+
+def healthcheck_main() -> int:
+    """``HealthCheckProgram``: the site's check (if any), then a detached reconcile."""
+    log = HookLog("healthcheck")
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        log.error(str(exc))
+        return 0
+    verdict = 0
+    if cfg.chain_health_check:
+        try:
+            verdict = subprocess.run(
+                [cfg.chain_health_check, *sys.argv[1:]], stdin=subprocess.DEVNULL, check=False
+            ).returncode
+        except OSError as exc:
+            log.error(f"chain_health_check {cfg.chain_health_check}: {exc.strerror}")
+            verdict = 1
+    env = {k: v for k, v in os.environ.items() if k in _PASSED or k.startswith("GLOBUS_SDK_")}
+    env["PATH"] = SAFE_PATH
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "globus_tmp.admin", "reconcile"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd="/",
+        )
+    except OSError as exc:
+        log.error(f"cannot start reconcile: {exc.strerror}")
+    return verdict
+
+
+_PASSED = ("SLURMD_NODENAME", "SLURM_CONF", "GLOBUS_TMP_CONFIG", "TZ")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ class Config:
     """Node-local hook log; empty means ``<state_dir>/hooks.log``."""
     globus_client_id: str = ""
     """The site's native-app client id for user logins (``globus-tmp-endpoint login``)."""
+    chain_health_check: str = ""
+    """The site's own HealthCheckProgram (e.g. NHC) that ``globus-tmp-healthcheck`` runs
+    first; its exit code is the health check's verdict."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 
@@ -252,7 +255,15 @@ _NUMBERS = {
     "job_grace",
     "linger_unverified",
 }
-_STRINGS = {"gcp_path", "state_dir", "user_dir", "on_failure", "log_file", "globus_client_id"}
+_STRINGS = {
+    "gcp_path",
+    "state_dir",
+    "user_dir",
+    "on_failure",
+    "log_file",
+    "globus_client_id",
+    "chain_health_check",
+}
 
 
 def _check(key: str, value: Any, source: str) -> Any:
@@ -288,7 +299,7 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise bad(" or ".join(f'"{c}"' for c in ON_FAILURE_CHOICES))
         if key in ("gcp_path", "state_dir") and not value.startswith("/"):
             raise bad("an absolute path")
-        if key == "log_file" and value and not value.startswith("/"):
+        if key in ("log_file", "chain_health_check") and value and not value.startswith("/"):
             raise bad("an absolute path")
         if key == "user_dir" and not (value.startswith("/") or value.startswith("~")):
             raise bad("an absolute path or one starting with ~")
