@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"cannot drain: {exc}")
         return 0
     signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(math.ceil(max(until - time.time(), 0)) + 30)
+    signal.alarm(math.ceil(max(until - time.time(), 0) + cfg.stop_grace) + 10)
     try:
         log.info(lifecycle.drain(user, until))
     except Exception as exc:

@@ -177,9 +177,13 @@ class Site:
                 text=True,
                 start_new_session=True,
             )
-        return subprocess.run(
+        res = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=300, start_new_session=True
         )
+        if not failpoint and self.settings.get("on_failure") != "fail":
+            # the fault matrix's first column: a hook never drains a node by itself
+            assert res.returncode == 0, f"globus-tmp-{name} exited {res.returncode}: {res.stderr}"
+        return res
 
     def admin(self, *args: str, node: str = "n1") -> subprocess.CompletedProcess[str]:
         """``globus-tmp-admin ARGS`` as HealthCheckProgram runs it: root, SLURMD_NODENAME."""

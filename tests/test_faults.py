@@ -113,6 +113,7 @@ def test_the_next_hook_repairs_its_own_user_without_reconcile(site: Site) -> Non
     res = site.prolog("2")
     assert "interrupted start: took over the GCP" in res.stderr, res.stderr
     assert [p.pid for p in gcp_processes(user.uid)] == [spawned.pid]
+    assert sorted(site.state("gtunit1")["jobs"]) == ["1", "2"]  # type: ignore[arg-type]
     assert_consistent(site)
     # with no job left, the spawned GCP is stopped instead
     site.epilog("1")
@@ -537,3 +538,26 @@ def test_healthcheck_chains_the_sites_check_and_reconciles(site: Site) -> None:
     site.wait_gcp_stopped(timeout=30)
     assert user.registry() == {}
     assert "reconcile node=n1" in site.hook_log()
+
+
+@pytest.mark.parametrize("how", ["hang", "stall"])
+def test_a_hung_drain_still_stops_gcp(site: Site, how: str) -> None:
+    """Row "drain hung past linger_max": a drain stuck in a call is ended by its own
+    SIGALRM backstop (hang); one that cannot be (stall) is killed by reconcile."""
+    user = site.users["gtunit1"]
+    user.make_pool(1)
+    site.configure(linger_max=2)
+    site.prolog("1")
+    _emulate_transfer(site, 120)
+    site.hook("epilog", "1", "gtunit1", failpoint=f"drain.poll={how}")
+    (drain,) = drain_processes()
+    if how == "hang":
+        site.wait_gcp_stopped(timeout=40)
+        assert "drain failed (HookTimeout" in site.hook_log(), site.hook_log()
+    else:
+        time.sleep(3 + 3 + 10 + 30 + 1)  # linger_max + stop_grace + backstop + overrun
+        assert drain.is_running() and len(gcp_processes(user.uid)) == 1
+        rec = site.admin("reconcile")
+        assert "hung past linger_max, killed" in rec.stdout, rec.stdout
+        site.wait_gcp_stopped()
+    assert user.registry() == {}

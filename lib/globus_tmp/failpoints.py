@@ -7,13 +7,17 @@ production this is one dictionary lookup. Actions:
 
 - ``kill``: SIGKILL the hook's whole process group (what slurmd does at
   ``PrologEpilogTimeout``); processes in sessions of their own (GCP, a drain) survive.
-- ``exit``: ``os._exit(1)`` without cleanup.
+- ``exit``: ``os._exit(1)`` without cleanup;
+- ``hang``: sleep for good (a stuck call; SIGALRM backstops still fire);
+- ``stall``: ignore SIGALRM, then sleep for good (stuck where no backstop helps: only
+  someone else can end it).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "GLOBUS_TMP_FAILPOINTS"
 
@@ -29,4 +33,9 @@ def failpoint(name: str) -> None:
         action = action.strip() or "kill"
         if action == "kill":
             os.killpg(os.getpgrp(), signal.SIGKILL)
+        if action == "stall":
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        if action in ("hang", "stall"):
+            while True:
+                time.sleep(3600)
         os._exit(1)

@@ -26,7 +26,7 @@ from .job import UserIdentity
 from .lifecycle import NodeLifecycle, needs_repair
 from .nodestate import PHASE_DRAINING, PHASE_RUNNING
 
-_DRAIN_OVERRUN = 120.0  # past drain_until + stop_grace, a drain is taken as hung
+_DRAIN_OVERRUN = 30.0  # past its own backstop (drain_until + stop_grace + 10 s): hung
 
 
 class NodeReconciler:
