@@ -59,6 +59,23 @@ def _run(argv: list[str], **kwargs: Any) -> int:
     return int(usage.ru_maxrss)
 
 
+def _wait_user_gone(uid: int, timeout: float) -> None:
+    """Wait for every process of ``uid`` to end; kill what is left at the bound."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"].real == uid]
+        if not left:
+            return
+        time.sleep(0.2)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
 def _timed(run: Callable[[], int], runs: int) -> tuple[float, int]:
     """Median wall seconds over ``runs``, and the largest peak RSS (KiB) seen."""
     samples, rss = [], 0
@@ -92,6 +109,7 @@ def main() -> int:
     conf = site / "globus-tmp.conf"
     conf.write_text(
         f'gcp_path = "{gcp}"\nstate_dir = "{STATE_DIR}/%n"\nuser_dir = "~/.globus-tmp-bench"\n'
+        "linger_unverified = 1\nlinger_poll_seconds = 0.5\n"
     )
     user_dir = Path(pw.pw_dir) / ".globus-tmp-bench"
     shutil.rmtree(user_dir, ignore_errors=True)
@@ -145,6 +163,7 @@ def main() -> int:
         hook("epilog", 1)
         for job in joins:
             hook("epilog", job)
+        _wait_user_gone(pw.pw_uid, 30)  # the last epilog's drain stops GCP after linger
         shutil.rmtree(site, ignore_errors=True)
         shutil.rmtree(user_dir, ignore_errors=True)
         shutil.rmtree(STATE_DIR, ignore_errors=True)
