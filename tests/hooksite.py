@@ -89,12 +89,14 @@ class UnixUser:
             os.chmod(path, 0o700)
         return ids
 
-    def registry(self) -> dict[str, object]:
-        path = self.user_dir / "registry.json"
-        if not path.exists():
-            return {}
-        leases: dict[str, object] = json.loads(path.read_text())["leases"]
-        return leases
+    def registry(self) -> dict[str, dict[str, object]]:
+        """Held leases of the pool, by entry: ``{"node": owner, "since": ...}``."""
+        from globus_tmp.pool import EndpointPool
+
+        leases = EndpointPool(self.user_dir).leases()
+        return {
+            n: {"node": le.node, "since": le.since, "phase": le.phase} for n, le in leases.items()
+        }
 
 
 @dataclass

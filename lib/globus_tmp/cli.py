@@ -207,6 +207,8 @@ def _list(cfg: Config, pool: EndpointPool, user_dir: Path, as_json: bool) -> int
                 "endpoint_id": e.endpoint_id,
                 "node": leases[e.name].node if e.name in leases else None,
                 "since": leases[e.name].since if e.name in leases else None,
+                "phase": leases[e.name].phase if e.name in leases else None,
+                "drain_until": leases[e.name].drain_until if e.name in leases else None,
                 "gcp_connected": connected.get(e.endpoint_id),
             }
             for e in entries
@@ -220,6 +222,8 @@ def _list(cfg: Config, pool: EndpointPool, user_dir: Path, as_json: bool) -> int
     for e in entries:
         held = leases.get(e.name)
         where = f"leased to {held.node} since {_when(held.since)}" if held else "free"
+        if held and held.phase == "draining" and held.drain_until:
+            where += f", draining until {_when(held.drain_until)}"
         print(f"{e.name:<12} {e.endpoint_id}  {where:<40} {seen[connected.get(e.endpoint_id)]}")
     return 0
 

@@ -58,6 +58,8 @@ class JobContext:
     job_id: str
     node: str
     user: UserIdentity
+    nodelist: str = ""
+    """``SLURM_JOB_NODELIST`` (a Slurm hostlist such as ``n[1-4]``)."""
 
     @classmethod
     def from_hook_env(cls, env: Mapping[str, str]) -> JobContext:
@@ -81,7 +83,7 @@ class JobContext:
             )
         if user.uid == 0:
             raise JobContextError("job runs as root; globus-tmp serves ordinary users only")
-        return cls(job_id, node_name(env), user)
+        return cls(job_id, node_name(env), user, env.get("SLURM_JOB_NODELIST", ""))
 
 
 def node_name(env: Mapping[str, str]) -> str:

@@ -66,7 +66,7 @@ def needs_repair(state: UserNodeState) -> bool:
     if state.release_pending:
         return True
     if state.instance is not None and not state.instance.process.alive():
-        return True
+        return state.phase != PHASE_FAILED or not state.jobs  # FAILED: leftovers killed
     if state.phase == PHASE_DRAINING:
         drain = state.drain
         return drain is None or not drain.alive()
@@ -104,10 +104,13 @@ class NodeLifecycle:
 
     def actions_for(self, user: UserIdentity) -> UserActions:
         if self._actions_for is None:
+            from .leases import Holder, read_boot_id
+            from .slurmconf import cluster_name
             from .useractions import ForkedUserActions
 
             cfg = self.cfg
-            self._actions_for = lambda u: ForkedUserActions(cfg, u)
+            holder = Holder(cluster_name(cfg, os.environ), self.node, read_boot_id())
+            self._actions_for = lambda u: ForkedUserActions(cfg, u, holder)
         return self._actions_for(user)
 
     @property
@@ -173,9 +176,9 @@ class NodeLifecycle:
                 )
             self.store.write(state)
         failpoint("prolog.after_add")
-        return self._start(user, job.job_id)
+        return self._start(user, job.job_id, job.nodelist)
 
-    def _start(self, user: UserIdentity, job_id: str) -> str:
+    def _start(self, user: UserIdentity, job_id: str, nodelist: str = "") -> str:
         with self.store.gcp_lock(user.name, self._left()):
             repaired = self._repair_locked(user)
             with self.store.jobs_lock(user.name, self._left()):
@@ -202,7 +205,7 @@ class NodeLifecycle:
                     "(another user squatted GCP's control socket)"
                 )
             try:
-                started = self._start_or_take_over(user)
+                started = self._start_or_take_over(user, job_id, nodelist)
             except GlobusTmpError as exc:
                 self._abandon_start(user, str(exc))
                 raise
@@ -259,15 +262,18 @@ class NodeLifecycle:
             state.fail(why)
             self.store.write(state)
 
-    def _start_or_take_over(self, user: UserIdentity) -> Started:
+    def _start_or_take_over(self, user: UserIdentity, job_id: str, nodelist: str) -> Started:
         from .errors import GcpAlreadyRunning
-        from .useractions import Started
+        from .useractions import JobSlot, Started
 
         actions = self.actions_for(user)
         budget = max(min(self.cfg.start_timeout + 15, self._left() - 5), 1.0)
         try:
             return actions.start(
-                self.node, budget, on_progress=lambda d: self._record_progress(user, d)
+                self.node,
+                budget,
+                on_progress=lambda d: self._record_progress(user, d),
+                slot=JobSlot(job_id, nodelist),
             )
         except GcpAlreadyRunning:
             found = actions.pool_instances(self._step())
@@ -350,7 +356,13 @@ class NodeLifecycle:
             state.drain, state.drain_until, state.phase = ref, until, PHASE_DRAINING
             state.drain_tasks = sorted(set(state.drain_tasks) | set(activity.tasks))
             self.store.write(state)
+            entry = state.instance.endpoint_name if state.instance else ""
         failpoint("epilog.after_drain")
+        if entry:
+            try:  # other nodes must not reclaim the entry while we drain
+                self.actions_for(user).mark_lease(entry, "draining", until, self._step())
+            except GlobusTmpError as exc:
+                self.log.error(f"could not mark lease {entry} as draining: {exc}")
         bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
         return (
             f"{activity.detail}: drain pid {ref.pid} keeps GCP up "
@@ -404,7 +416,7 @@ class NodeLifecycle:
     def _release(self, user: UserIdentity, name: str) -> str:
         """Give a lease back as the user; a note saying how it went (never raises)."""
         try:
-            self.actions_for(user).release(name, self.node, self._step())
+            self.actions_for(user).release(name, self._step())
         except GlobusTmpError as exc:
             self.log.error(f"lease {name} not released ({exc}); the next repair retries")
             return f"lease {name} NOT released yet"
@@ -445,6 +457,7 @@ class NodeLifecycle:
         notes: list[str] = []
         release: list[str] = []
         adopted: GcpInstance | None = None
+        dead_kept = False
         if record is not None:
             what = "interrupted start"
             proc = record.process
@@ -468,7 +481,12 @@ class NodeLifecycle:
                 killed = instance.process.kill_tree(user.uid)
                 extra = f" (killed {killed} leftover process(es))" if killed else ""
                 notes.append(f"GCP pid {instance.pid} had exited{extra}")
-                instance = None
+                if has_jobs:
+                    # keep the record (and the lease): the next Prolog restarts GCP from
+                    # the same config dir, and the last job's repair releases it
+                    dead_kept = True
+                else:
+                    instance = None
             if instance is None:
                 release.append(_recorded_entry(state))
         drain_dead = phase == PHASE_DRAINING and (state.drain is None or not state.drain.alive())
@@ -486,7 +504,13 @@ class NodeLifecycle:
                 state.instance = None
             for name, note in results.items():
                 self._settle_release(state, name, note)
-            if state.instance is None:
+            if dead_kept:
+                state.clear_drain()
+                state.fail(
+                    f"GCP pid {state.instance.pid if state.instance else '?'} exited; the next "
+                    "job's Prolog restarts it"
+                )
+            elif state.instance is None:
                 state.clear_drain()
                 if not state.jobs:
                     state.phase = PHASE_IDLE

@@ -1,8 +1,18 @@
-"""The user's pool of GCP endpoints and the registry of which node holds which.
+"""The user's pool of GCP endpoints, and which node holds which.
 
 A GCP config directory must never run on two nodes at once (both would claim one
-endpoint). The pool lives in ``user_dir`` (normally the shared home), so every node
-sees the same registry; leases are taken and given back under a file lock there.
+endpoint). The pool lives in ``user_dir`` (normally the shared home); each entry carries
+its own lease (:mod:`globus_tmp.leases`), taken by an atomic ``link`` rather than under a
+shared lock, so leasing works on any shared file system and costs O(1) expected work per
+node: a node probes entries starting at a slot of its own (its index in the job's node
+list, or a hash of its name), so the nodes of a wide job mostly find distinct entries at
+the first try. A node remembers which entry it holds (``held/<cluster>%<node>``), so it
+finds its own lease again in one read.
+
+A lease held by another node is reclaimed only on proof that its GCP is not running
+(:class:`LeaseProver`): the holder released it, or its node went down or rebooted since,
+or Globus sees the endpoint disconnected while the holder node runs no job of the user
+and is not draining. A lease that cannot be proven free stays taken.
 
 Everything here runs **as the user** (see :mod:`globus_tmp.privileges`): these are the
 user's files, and a symlink planted among them can only reach what the user may.
@@ -10,24 +20,20 @@ user's files, and a symlink planted among them can only reach what the user may.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from .boundedio import SMALL, STATE, read_text_bounded
+from .boundedio import STATE, read_text_bounded
 from .errors import GlobusTmpError, NoPoolError, PoolError, PoolExhaustedError
-from .locks import FlockFile, LockTimeout
+from .leases import EntryLease, FsOps, Holder, LeaseRecord
 from .nodestate import write_atomic
-from .privileges import SAFE_PATH
-
-REGISTRY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -41,59 +47,28 @@ class PoolEntry:
 
 @dataclass(frozen=True)
 class Lease:
-    """Which node holds a pool entry, since when."""
+    """Which node holds a pool entry, since when, and whether it is draining."""
 
     name: str
     node: str
     since: float
+    phase: str = "running"
+    drain_until: float | None = None
 
 
-class NodeActivity(Protocol):
-    """Which nodes still run jobs of this user (to reclaim leases of nodes that don't)."""
+class LeaseProver(Protocol):
+    """Decides whether a lease held by another node is provably free."""
 
-    def nodes_with_jobs(self, user: str) -> set[str] | None:
-        """The nodes, or None when it cannot be known (then nothing is reclaimed)."""
-
-
-class SqueueNodeActivity:
-    """Asks Slurm (``squeue``) which nodes run the user's jobs; used on the cold path only."""
-
-    def __init__(self, timeout: float = 10.0) -> None:
-        self.timeout = timeout
-
-    def nodes_with_jobs(self, user: str) -> set[str] | None:
-        squeue = shutil.which("squeue", path=SAFE_PATH)
-        scontrol = shutil.which("scontrol", path=SAFE_PATH)
-        if not squeue or not scontrol:
-            return None
-        try:
-            lists = self._lines(squeue, "-h", f"--user={user}", "--states=R,CG,CF,S", "--format=%N")
-            nodes: set[str] = set()
-            for hostlist in set(lists):  # "n[1-3]": expanded by Slurm itself
-                nodes.update(self._lines(scontrol, "show", "hostnames", hostlist))
-            return nodes
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    def _lines(self, *argv: str) -> list[str]:
-        out = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=self.timeout,
-            check=True,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        ).stdout
-        return [line.strip() for line in out.splitlines() if line.strip()]
+    def stale(self, record: LeaseRecord, entry: PoolEntry) -> str | None:
+        """Why the holder's GCP is provably not running; None when it cannot be proven."""
 
 
 class EndpointPool:
-    """The pool under ``root`` (``user_dir``): entries, registry, config-paths."""
+    """The pool under ``root`` (``user_dir``): entries, their leases, config-paths."""
 
-    def __init__(self, root: Path, lock_timeout: float = 20.0) -> None:
+    def __init__(self, root: Path, fs: FsOps | None = None) -> None:
         self.root = root
-        self.lock_timeout = lock_timeout
+        self.fs = fs or FsOps()
 
     @property
     def endpoints_dir(self) -> Path:
@@ -101,158 +76,217 @@ class EndpointPool:
 
     @property
     def registry_path(self) -> Path:
+        """The single-file registry of versions before 0.2, migrated on first use."""
         return self.root / "registry.json"
 
     # -- entries -----------------------------------------------------------------
 
-    def entries(self) -> list[PoolEntry]:
-        """Set-up config dirs, by name; a dir without ``lta/client-id.txt`` is not one."""
+    def names(self) -> list[str]:
+        """Entry names (one directory listing; no entry is opened)."""
         try:
-            children = sorted(self.endpoints_dir.iterdir())
+            return sorted(n for n in self.fs.listdir(self.endpoints_dir) if not n.startswith("."))
         except FileNotFoundError:
             return []
         except NotADirectoryError:
             raise PoolError(f"{self.endpoints_dir} is not a directory") from None
-        found = []
-        for child in children:
-            id_file = child / "lta" / "client-id.txt"
-            try:
-                endpoint_id = read_text_bounded(id_file, SMALL).strip()
-            except OSError:
-                continue
-            if endpoint_id and child.is_dir():
-                found.append(PoolEntry(child.name, child, endpoint_id))
-        return found
+
+    def _entry(self, name: str) -> PoolEntry | None:
+        """The entry if it is set up (``lta/client-id.txt`` holds an id), else None."""
+        config_dir = self.endpoints_dir / name
+        try:
+            endpoint_id = self.fs.read(config_dir / "lta" / "client-id.txt").decode().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return PoolEntry(name, config_dir, endpoint_id) if endpoint_id else None
+
+    def entries(self) -> list[PoolEntry]:
+        """Set-up config dirs, by name (reads every entry: for listings, not for hooks)."""
+        return [e for e in map(self._entry, self.names()) if e is not None]
 
     def entry(self, name: str) -> PoolEntry:
-        for entry in self.entries():
-            if entry.name == name:
-                return entry
-        raise PoolError(f"no pool entry '{name}' in {self.endpoints_dir}")
+        found = self._entry(name) if name in self.names() else None
+        if found is None:
+            raise PoolError(f"no pool entry '{name}' in {self.endpoints_dir}")
+        return found
 
-    # -- registry ----------------------------------------------------------------
+    def lease_of(self, name: str) -> EntryLease:
+        return EntryLease(self.endpoints_dir / name, self.fs)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = FlockFile(self.root / "registry.lock")
-        try:
-            lock.acquire(self.lock_timeout)
-        except LockTimeout:
-            raise PoolError(f"waited {self.lock_timeout:.0f} s for {lock.path}") from None
-        try:
-            yield
-        finally:
-            lock.release()
+    # -- leases ------------------------------------------------------------------
 
     def leases(self) -> dict[str, Lease]:
-        """Current leases (read without the lock: the file is replaced atomically)."""
-        return self._read_registry()[0]
+        """Current leases, by entry name (reads every entry: for listings)."""
+        out = {}
+        for name in self.names():
+            try:
+                record = self.lease_of(name).current()
+            except (OSError, PoolError):
+                continue
+            if record is not None and record.held:
+                out[name] = Lease(
+                    name, record.owner, record.since, record.phase, record.drain_until
+                )
+        return out
 
-    def _read_registry(self) -> tuple[dict[str, Lease], str | None]:
-        """Leases, and a note when the registry was unreadable and was set aside."""
+    def lease(
+        self,
+        user: str,
+        me: Holder,
+        prover: LeaseProver,
+        slot: int | None = None,
+        prefer: str | None = None,
+    ) -> tuple[PoolEntry, str | None]:
+        """Lease an entry to ``me``; returns it and a note worth logging, if any.
+
+        ``prefer`` names an entry whose GCP already runs on this node (taken over after
+        lost state): it is leased here whatever its record says. Otherwise the entry
+        this node already holds comes first (a GCP that died restarts from the same
+        config dir), then a free entry probed from ``slot``, then one whose holder is
+        provably not running it.
+        """
+        note = self._migrate_registry(me)
+        names = self.names()
+        if not names:
+            raise NoPoolError(
+                f"no endpoint pool: {self.endpoints_dir} has no set-up GCP config dir; "
+                "add one with 'globus-tmp-endpoint adopt ~/.globusonline'"
+            )
+        if prefer in names:
+            entry = self._entry(prefer)
+            if entry is not None:
+                lease = self.lease_of(prefer)
+                record = lease.current()
+                if record is None or not (record.held and me.same_node(record)):
+                    self._take_anyway(lease, record, me)
+                    if record is not None and record.held:
+                        note = _join(note, f"took {prefer} from {record.owner}: its GCP runs here")
+                self._remember(me, prefer)
+                return entry, note
+        own = self._remembered(me)
+        start = (slot if slot is not None else _hash_slot(me.owner)) % len(names)
+        order = names[start:] + names[:start]
+        if own in names:
+            order.remove(own)
+            order.insert(0, own)
+        held: list[tuple[str, LeaseRecord]] = []
+        unset = 0
+        for name in order:
+            lease = self.lease_of(name)
+            record = lease.current()
+            if record is not None and record.held:
+                if me.same_node(record):
+                    entry = self._entry(name)
+                    if entry is not None:
+                        self._remember(me, name)
+                        return entry, note
+                held.append((name, record))
+                continue
+            entry = self._entry(name)
+            if entry is None:
+                unset += 1
+                continue
+            if lease.take(record, me) is not None:
+                self._remember(me, name)
+                return entry, note
+            taken = lease.current()  # another node won this generation
+            if taken is not None:
+                held.append((name, taken))
+        for name, record in held:
+            entry = self._entry(name)
+            if entry is None:
+                continue
+            why = prover.stale(record, entry)
+            if why and self.lease_of(name).take(record, me) is not None:
+                self._remember(me, name)
+                return entry, _join(note, f"reclaimed {name} from {record.owner} ({why})")
+        if unset == len(names):
+            raise NoPoolError(
+                f"no endpoint pool: no entry in {self.endpoints_dir} is set up (no "
+                "lta/client-id.txt); run 'globus-tmp-endpoint setup' or 'adopt DIR'"
+            )
+        busy = "; ".join(f"{n} {r.describe()}" for n, r in held[:4])
+        more = f"; and {len(held) - 4} more" if len(held) > 4 else ""
+        raise PoolExhaustedError(
+            f"endpoint pool exhausted: all {len(names)} endpoint(s) of {user} are held by "
+            f"other nodes and none is provably free ({busy}{more}); add one with "
+            "'globus-tmp-endpoint setup --count N' or 'adopt DIR'"
+        )
+
+    def release(self, name: str, me: Holder) -> bool:
+        """Give back ``name`` if ``me`` holds it; True if a lease was given back."""
+        if name not in self.names():
+            return False
+        released = self.lease_of(name).release(me)
+        if self._remembered(me) == name:
+            try:
+                self.fs.unlink(self._pointer(me))
+            except OSError:
+                pass
+        return released
+
+    def mark(self, name: str, me: Holder, phase: str, drain_until: float | None) -> bool:
+        """Tell other nodes our GCP of ``name`` is ``phase`` (draining until T)."""
+        return name in self.names() and self.lease_of(name).update(me, phase, drain_until)
+
+    def _take_anyway(self, lease: EntryLease, record: LeaseRecord | None, me: Holder) -> None:
+        for _ in range(5):
+            if lease.take(record, me) is not None:
+                return
+            record = lease.current()
+            if record is not None and record.held and me.same_node(record):
+                return
+        raise PoolError(f"cannot take the lease of {lease.dir.name}: it keeps changing")
+
+    def _pointer(self, me: Holder) -> Path:
+        return self.root / "held" / me.owner.replace("%", "%25").replace("/", "%")
+
+    def _remembered(self, me: Holder) -> str | None:
         try:
-            raw = read_text_bounded(self.registry_path, STATE)
+            return self.fs.read(self._pointer(me)).decode().strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _remember(self, me: Holder, name: str) -> None:
+        path = self._pointer(me)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, name, 0o600)
+        except OSError:
+            pass  # only a hint: without it the node probes for its lease
+
+    def _migrate_registry(self, me: Holder) -> str | None:
+        """Turn a pre-0.2 ``registry.json`` into per-entry leases (once, idempotent)."""
+        path = self.registry_path
+        try:
+            raw = read_text_bounded(path, STATE)
         except FileNotFoundError:
-            return {}, None
+            return None
         except OSError as exc:
-            return {}, f"registry {self.registry_path} was unreadable ({exc})"
+            return self._set_aside(f"registry {path} was unreadable ({exc})")
         try:
             data = json.loads(raw)
-            if data.get("version") != REGISTRY_VERSION:
+            if data.get("version") != 1:
                 raise ValueError("unknown version")
-            return {
-                name: Lease(name, str(v["node"]), float(v["since"]))
-                for name, v in data["leases"].items()
-            }, None
+            old = {str(n): (str(v["node"]), float(v["since"])) for n, v in data["leases"].items()}
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            return {}, f"registry {self.registry_path} was unreadable ({exc})"
+            return self._set_aside(f"registry {path} was unreadable ({exc})")
+        names = set(self.names())
+        for name, (node, since) in old.items():
+            if name in names and self.lease_of(name).current() is None:
+                self.lease_of(name).take(None, Holder(me.cluster, node), since)
+        try:
+            os.replace(path, path.with_name(f"registry.json.migrated-{int(time.time())}"))
+        except OSError:
+            pass
+        return f"migrated {len(old)} lease(s) from {path} to per-entry leases"
 
-    def _write_registry(self, leases: dict[str, Lease]) -> None:
-        doc: dict[str, Any] = {
-            "version": REGISTRY_VERSION,
-            "leases": {
-                n: {"node": lease.node, "since": lease.since} for n, lease in leases.items()
-            },
-        }
-        write_atomic(self.registry_path, json.dumps(doc, indent=1, sort_keys=True), 0o600)
-
-    def _set_aside_corrupt(self) -> Path:
+    def _set_aside(self, why: str) -> str:
         aside = self.registry_path.with_name(f"registry.json.corrupt-{int(time.time())}")
         try:
             os.replace(self.registry_path, aside)
         except OSError:
-            # e.g. a directory or a mount in the way: the next write fails with its reason
-            return self.registry_path
-        return aside
-
-    def lease(
-        self, user: str, node: str, activity: NodeActivity, prefer: str | None = None
-    ) -> tuple[PoolEntry, str | None]:
-        """Lease an entry to ``node``; returns it and a note worth logging, if any.
-
-        ``prefer`` names an entry that already runs on this node (an instance taken
-        over after lost state): it is leased here whatever the registry said. Otherwise
-        the node's own earlier lease comes first (a GCP that died is restarted from the
-        same config dir), then a free entry, then one whose node no longer runs jobs
-        of the user (asking Slurm only then).
-        """
-        with self._locked():
-            leases, note = self._read_registry()
-            if note:
-                aside = self._set_aside_corrupt()
-                note = f"{note}; kept as {aside} and rebuilt empty"
-            entries = self.entries()
-            if not entries:
-                raise NoPoolError(
-                    f"no endpoint pool: {self.endpoints_dir} has no set-up GCP config dir; "
-                    "add one with 'globus-tmp-endpoint adopt ~/.globusonline'"
-                )
-            by_name = {e.name: e for e in entries}
-            leases = {n: lease for n, lease in leases.items() if n in by_name}
-            chosen = by_name.get(prefer) if prefer else None
-            if chosen is not None:
-                leases = {n: le for n, le in leases.items() if le.node != node}
-            else:
-                chosen = next((by_name[n] for n, le in leases.items() if le.node == node), None)
-            if chosen is None:
-                chosen = next((e for e in entries if e.name not in leases), None)
-            if chosen is None:
-                busy = activity.nodes_with_jobs(user)
-                if busy is not None:
-                    chosen = next(
-                        (by_name[n] for n, le in sorted(leases.items()) if le.node not in busy),
-                        None,
-                    )
-                    if chosen is not None:
-                        stale = leases[chosen.name]
-                        note = _join(
-                            note, f"reclaimed {chosen.name} from {stale.node} (no job there)"
-                        )
-            if chosen is None:
-                held = ", ".join(f"{n} -> {le.node}" for n, le in sorted(leases.items()))
-                raise PoolExhaustedError(
-                    f"endpoint pool exhausted: all {len(entries)} endpoint(s) of {user} are in use "
-                    f"on other nodes ({held}); add one with 'globus-tmp-endpoint adopt DIR'"
-                )
-            leases[chosen.name] = Lease(chosen.name, node, time.time())
-            self._write_registry(leases)
-            return chosen, note
-
-    def release(self, name: str, node: str) -> bool:
-        """Give back ``name`` if ``node`` holds it; True if a lease was removed."""
-        with self._locked():
-            leases, note = self._read_registry()
-            if note:
-                self._set_aside_corrupt()
-            lease = leases.get(name)
-            if lease is None or lease.node != node:
-                if note:
-                    self._write_registry(leases)
-                return False
-            del leases[name]
-            self._write_registry(leases)
-            return True
+            return f"{why}; could not move it aside"
+        return f"{why}; kept as {aside}"
 
     # -- what GCP exposes ---------------------------------------------------------
 
@@ -300,3 +334,7 @@ def _escape_path(path: str) -> str:
 
 def _join(a: str | None, b: str) -> str:
     return f"{a}; {b}" if a else b
+
+
+def _hash_slot(owner: str) -> int:
+    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big")

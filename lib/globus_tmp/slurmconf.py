@@ -23,7 +23,7 @@ from .boundedio import STATE, read_text_bounded
 from .config import DEFAULT_SLURM_CONF, Config
 
 DEFAULT_SPOOL_DIR = "/var/spool/slurmd"
-_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype")
+_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype", "clustername")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class SlurmSettings:
     spool_dir: str
     prolog_flags: frozenset[str]
     job_container: str
+    cluster: str = ""
 
     @property
     def contain(self) -> bool:
@@ -53,6 +54,13 @@ def slurm_conf_path(cfg: Config, env: Mapping[str, str]) -> Path:
     return Path(DEFAULT_SLURM_CONF)
 
 
+def cluster_name(cfg: Config, env: Mapping[str, str]) -> str:
+    """This cluster's name: slurmd's ``SLURM_CLUSTER_NAME``, else slurm.conf's
+    ``ClusterName``. Lease owners carry it: clusters often share one home file system,
+    and node names are unique only within a cluster."""
+    return env.get("SLURM_CLUSTER_NAME") or read_slurm_settings(slurm_conf_path(cfg, env)).cluster
+
+
 def read_slurm_settings(path: Path) -> SlurmSettings:
     """The settings from ``path`` (and its ``Include`` files); defaults where absent."""
     values: dict[str, str] = {}
@@ -66,6 +74,7 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         spool_dir=values.get("slurmdspooldir", DEFAULT_SPOOL_DIR),
         prolog_flags=flags,
         job_container=values.get("jobcontainertype", "").lower(),
+        cluster=values.get("clustername", ""),
     )
 
 

@@ -42,6 +42,17 @@ def active_tasks_on(cfg: Config, user_dir: Path, endpoint_id: str) -> list[str]:
         raise GlobusApiError(f"task_list: {describe(exc)}") from None
 
 
+def endpoint_connected(cfg: Config, user_dir: Path, endpoint_id: str) -> bool | None:
+    """Whether Globus sees the endpoint's GCP connected (``gcp_connected``); None if it
+    cannot be asked (not logged in, unreachable, no such field)."""
+    try:
+        tc = GlobusSession(cfg, user_dir, interactive=False).transfer(max_retries=1)
+        value = tc.get_endpoint(endpoint_id).get("gcp_connected")
+    except Exception:
+        return None
+    return value if isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class Place:
     """``ENDPOINT_ID:PATH`` on a command line."""

@@ -6,7 +6,7 @@ touched with the user's own rights. Only JSON crosses back; this module turns it
 the typed values root works with. :class:`UserActions` is the interface; tests can
 hand the lifecycle another implementation.
 
-Every step gets a budget and fits its own waits (registry lock, ``squeue``, GCP's
+Every step gets a budget and fits its own waits (``squeue``/``scontrol``, GCP's
 connect) inside it, so root never has to kill a step that is about to succeed; and a
 start reports the lease and the GCP pid as soon as it has them (``on_progress``), so
 even a killed start leaves root knowing what to clean up.
@@ -23,10 +23,12 @@ from .config import Config
 from .errors import GcpError
 from .gcp import GcpCommand, GcpStatus, find_pool_instances
 from .job import UserIdentity
+from .leases import Holder
 from .nodestate import GcpInstance
-from .pool import EndpointPool, NodeActivity, PoolEntry, SqueueNodeActivity
+from .pool import EndpointPool, LeaseProver, PoolEntry
 from .privileges import report_progress, run_as
 from .process import ProcessRef
+from .slurmview import SlurmView
 
 Progress = Callable[[Any], None]
 
@@ -46,8 +48,22 @@ class Started:
         return cls(GcpInstance(**data["instance"]), data.get("note"))
 
 
+@dataclass(frozen=True)
+class JobSlot:
+    """Where a job's node starts probing the pool: its index in the job's node list."""
+
+    job_id: str
+    nodelist: str
+
+
 class UserActions(Protocol):
-    def start(self, node: str, budget: float, on_progress: Progress | None = None) -> Started: ...
+    def start(
+        self,
+        node: str,
+        budget: float,
+        on_progress: Progress | None = None,
+        slot: JobSlot | None = None,
+    ) -> Started: ...
 
     def take_over(self, node: str, ref: ProcessRef, config_dir: Path, budget: float) -> Started: ...
 
@@ -55,7 +71,9 @@ class UserActions(Protocol):
 
     def request_stop(self, timeout: float) -> bool: ...
 
-    def release(self, name: str, node: str, timeout: float) -> bool: ...
+    def release(self, name: str, timeout: float) -> bool: ...
+
+    def mark_lease(self, name: str, phase: str, until: float | None, timeout: float) -> bool: ...
 
     def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]: ...
 
@@ -65,27 +83,59 @@ class UserActions(Protocol):
 class ForkedUserActions:
     """:class:`UserActions` for a real user: every step in a child dropped to that user."""
 
-    def __init__(self, cfg: Config, user: UserIdentity, activity: NodeActivity | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        user: UserIdentity,
+        holder: Holder,
+        prover: LeaseProver | None = None,
+    ) -> None:
         self.cfg = cfg
         self.user = user
+        self.holder = holder
         self.pool_root = cfg.user_dir_for(user.home)
-        self.activity = activity
+        self.prover = prover
 
-    def _pool(self, budget: float = 20.0) -> EndpointPool:
-        return EndpointPool(self.pool_root, lock_timeout=max(min(20.0, budget * 0.25), 1.0))
+    def _pool(self) -> EndpointPool:
+        return EndpointPool(self.pool_root)
 
     def _gcp(self) -> GcpCommand:
         return GcpCommand(self.cfg.gcp_path)
 
-    def start(self, node: str, budget: float, on_progress: Progress | None = None) -> Started:
-        data = run_as(self.user, budget + 3, self._start, node, budget, on_progress=on_progress)
+    def _prover(self, budget: float) -> LeaseProver:
+        if self.prover is not None:
+            return self.prover
+        from .leaseproof import SlurmGlobusProver
+
+        slurm = SlurmView(timeout=max(min(10.0, budget * 0.15), 1.0))
+        return SlurmGlobusProver(self.user.name, self.holder.cluster, slurm, self._connected)
+
+    def _connected(self, endpoint_id: str) -> bool | None:
+        """Whether Globus sees the endpoint's GCP connected; None if it cannot be asked."""
+        if not self.cfg.globus_client_id or not (self.pool_root / "tokens.db").exists():
+            return None
+        from .transfers import endpoint_connected
+
+        return endpoint_connected(self.cfg, self.pool_root, endpoint_id)
+
+    def start(
+        self,
+        node: str,
+        budget: float,
+        on_progress: Progress | None = None,
+        slot: JobSlot | None = None,
+    ) -> Started:
+        data = run_as(
+            self.user, budget + 3, self._start, node, budget, slot, on_progress=on_progress
+        )
         return Started.from_json(data)
 
-    def _start(self, node: str, budget: float) -> dict[str, Any]:
+    def _start(self, node: str, budget: float, slot: JobSlot | None) -> dict[str, Any]:
         deadline = time.monotonic() + budget
-        pool = self._pool(budget)
-        activity = self.activity or SqueueNodeActivity(timeout=max(min(10.0, budget * 0.15), 1.0))
-        entry, note = pool.lease(self.user.name, node, activity)
+        pool = self._pool()
+        entry, note = pool.lease(
+            self.user.name, self.holder, self._prover(budget), slot=self._slot(node, slot)
+        )
         report_progress({"leased": entry.name})
         try:
             pool.write_config_paths(entry, self.cfg.exposed_paths)
@@ -93,7 +143,7 @@ class ForkedUserActions:
             left = max(deadline - time.monotonic() - 1.0, 1.0)
             ref = self._gcp().start(entry.config_dir, log_path, min(self.cfg.start_timeout, left))
         except BaseException:
-            pool.release(entry.name, node)
+            pool.release(entry.name, self.holder)
             raise
         return Started(_instance(entry, ref, log_path), note).to_json()
 
@@ -109,9 +159,10 @@ class ForkedUserActions:
     ) -> dict[str, Any]:
         ref = ProcessRef(pid, ticks)
         deadline = time.monotonic() + budget
-        pool = self._pool(budget)
-        activity = self.activity or SqueueNodeActivity(timeout=max(min(10.0, budget * 0.15), 1.0))
-        entry, note = pool.lease(self.user.name, node, activity, prefer=Path(config_dir).name)
+        pool = self._pool()
+        entry, note = pool.lease(
+            self.user.name, self.holder, self._prover(budget), prefer=Path(config_dir).name
+        )
         while True:
             status = self._gcp().status(timeout=max(deadline - time.monotonic(), 1))
             if status is not None and status.connected:
@@ -135,8 +186,26 @@ class ForkedUserActions:
     def request_stop(self, timeout: float) -> bool:
         return bool(run_as(self.user, timeout, self._gcp().request_stop))
 
-    def release(self, name: str, node: str, timeout: float) -> bool:
-        return bool(run_as(self.user, timeout, self._pool(timeout).release, name, node))
+    def release(self, name: str, timeout: float) -> bool:
+        return bool(run_as(self.user, timeout, self._pool().release, name, self.holder))
+
+    def mark_lease(self, name: str, phase: str, until: float | None, timeout: float) -> bool:
+        """Record in the lease that our GCP is ``phase`` (e.g. draining until T)."""
+        return bool(run_as(self.user, timeout, self._pool().mark, name, self.holder, phase, until))
+
+    @staticmethod
+    def _slot(node: str, slot: JobSlot | None) -> int | None:
+        """This node's index in its job's node list, offset by the job: the nodes of one
+        wide job start probing the pool at distinct entries."""
+        if slot is None or not slot.nodelist:
+            return None
+        if "[" in slot.nodelist or "," in slot.nodelist:
+            names = SlurmView().hostnames(slot.nodelist) or []
+        else:
+            names = [slot.nodelist]
+        if node not in names:
+            return None
+        return _job_hash(slot.job_id) + names.index(node)
 
     def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
         """Ids of the user's ACTIVE/INACTIVE tasks on ``endpoint_id``, with the user's tokens."""
@@ -156,6 +225,12 @@ class ForkedUserActions:
         endpoints = str(self.pool_root / "endpoints")
         data = run_as(self.user, timeout, find_pool_instances, self.user.uid, endpoints)
         return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
+
+
+def _job_hash(job_id: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=4).digest(), "big")
 
 
 def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:

@@ -1,27 +1,52 @@
-"""The pool and its registry, run as the current user on a scratch directory."""
+"""The pool and its leases, run as the current user on a scratch directory."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from globus_tmp.errors import GlobusTmpError, NoPoolError, PoolExhaustedError
+from globus_tmp.errors import GlobusTmpError, NoPoolError, PoolError, PoolExhaustedError
+from globus_tmp.leaseproof import SlurmGlobusProver
+from globus_tmp.leases import FsOps, Holder
 from globus_tmp.pool import EndpointPool
 
 
-class KnownNodes:
-    """NodeActivity with a fixed answer (what squeue would say)."""
+class FakeSlurm:
+    """A SlurmView with fixed answers: which nodes run jobs, which are down."""
 
-    def __init__(self, busy: set[str] | None) -> None:
+    def __init__(self, busy: set[str] | None, down: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.busy = busy
+        self.down = down
         self.asked = 0
 
     def nodes_with_jobs(self, user: str) -> set[str] | None:
         self.asked += 1
         return self.busy
+
+    def node_down_since(self, node: str, since: float) -> str | None:
+        return f"node {node} rebooted since" if node in self.down else None
+
+
+def _prover(
+    busy: set[str] | None = frozenset(),  # type: ignore[assignment]
+    down: set[str] = frozenset(),  # type: ignore[assignment]
+    connected: bool | None = False,
+    cluster: str = "c1",
+) -> SlurmGlobusProver:
+    return SlurmGlobusProver(
+        "alice",
+        cluster,
+        FakeSlurm(busy, down),
+        lambda endpoint_id: connected,  # type: ignore[arg-type]
+    )
+
+
+NEVER = _prover(busy=None, connected=None)  # nothing provable
 
 
 def _entry(pool: EndpointPool, name: str) -> str:
@@ -32,58 +57,155 @@ def _entry(pool: EndpointPool, name: str) -> str:
     return endpoint_id
 
 
+def node(name: str, cluster: str = "c1") -> Holder:
+    return Holder(cluster, name, "boot-" + name)
+
+
 @pytest.fixture
 def pool(tmp_path: Path) -> EndpointPool:
-    return EndpointPool(tmp_path / "user_dir", lock_timeout=2)
+    return EndpointPool(tmp_path / "user_dir")
 
 
 def test_no_pool(pool: EndpointPool) -> None:
     with pytest.raises(NoPoolError, match="globus-tmp-endpoint adopt"):
-        pool.lease("alice", "n1", KnownNodes(set()))
+        pool.lease("alice", node("n1"), NEVER)
 
 
 def test_dirs_without_client_id_are_not_entries(pool: EndpointPool) -> None:
     (pool.endpoints_dir / "half-set-up" / "lta").mkdir(parents=True)
     ep = _entry(pool, "ep1")
     assert [(e.name, e.endpoint_id) for e in pool.entries()] == [("ep1", ep)]
+    entry, _ = pool.lease("alice", node("n1"), NEVER, slot=0)
+    assert entry.name == "ep1", "a half-set-up entry is skipped"
 
 
 def test_lease_is_exclusive_and_released(pool: EndpointPool) -> None:
     _entry(pool, "ep1")
     _entry(pool, "ep2")
-    nodes = KnownNodes({"n1", "n2"})
-    a, _ = pool.lease("alice", "n1", nodes)
-    b, _ = pool.lease("alice", "n2", nodes)
+    a, _ = pool.lease("alice", node("n1"), NEVER)
+    b, _ = pool.lease("alice", node("n2"), NEVER)
     assert {a.name, b.name} == {"ep1", "ep2"}
-    again, _ = pool.lease("alice", "n1", nodes)
+    again, _ = pool.lease("alice", node("n1"), NEVER)
     assert again == a, "a node's own lease is reused (GCP restart)"
-    with pytest.raises(PoolExhaustedError, match="ep1 -> n1"):
-        pool.lease("alice", "n3", nodes)
-    assert not pool.release(a.name, "n2"), "only the holder releases"
-    assert pool.release(a.name, "n1")
-    c, _ = pool.lease("alice", "n3", nodes)
+    with pytest.raises(PoolExhaustedError, match=f"{a.name} held by c1/n1"):
+        pool.lease("alice", node("n3"), NEVER)
+    assert not pool.release(a.name, node("n2")), "only the holder releases"
+    assert not pool.release(a.name, node("n1", cluster="c2")), "same name, other cluster"
+    assert pool.release(a.name, node("n1"))
+    c, _ = pool.lease("alice", node("n3"), NEVER)
     assert c == a
-    assert nodes.asked == 1, "Slurm is asked only when no entry is free"
+    assert pool.leases()[a.name].node == "c1/n3"
 
 
-def test_stale_lease_of_an_idle_node_is_reclaimed(pool: EndpointPool) -> None:
+@pytest.mark.parametrize(
+    ("case", "prover", "reclaimed"),
+    [
+        ("drain in progress", _prover(), False),
+        ("holder node rebooted", _prover(busy={"n1"}, down={"n1"}, connected=True), True),
+        ("holder runs a (suspended) job", _prover(busy={"n1"}), False),
+        ("Globus sees it connected", _prover(connected=True), False),
+        ("Globus cannot be asked", _prover(connected=None), False),
+        ("Slurm cannot be asked", _prover(busy=None), False),
+        ("idle, disconnected, no job", _prover(), True),
+        ("holder in another cluster", _prover(cluster="c2"), False),
+    ],
+)
+def test_a_held_lease_is_reclaimed_only_on_proof(
+    pool: EndpointPool, case: str, prover: SlurmGlobusProver, reclaimed: bool
+) -> None:
+    """Issue 8 item 1: two nodes must never run one entry; every reclaim path."""
     _entry(pool, "ep1")
-    pool.lease("alice", "n1", KnownNodes(set()))
-    with pytest.raises(PoolExhaustedError):
-        pool.lease("alice", "n2", KnownNodes(None))  # unknown: reclaim nothing
-    entry, note = pool.lease("alice", "n2", KnownNodes({"n2"}))
-    assert entry.name == "ep1" and note and "reclaimed ep1 from n1" in note
-    assert pool.leases()["ep1"].node == "n2"
+    pool.lease("alice", node("n1"), NEVER)
+    if case == "drain in progress":
+        assert pool.mark("ep1", node("n1"), "draining", time.time() + 3600)
+    if reclaimed:
+        entry, note = pool.lease("alice", node("n2"), prover)
+        assert entry.name == "ep1" and note and "reclaimed ep1 from c1/n1" in note
+        assert pool.leases()["ep1"].node == "c1/n2"
+        assert not pool.release("ep1", node("n1")), "the old holder no longer holds it"
+    else:
+        with pytest.raises(PoolExhaustedError, match="none is provably free"):
+            pool.lease("alice", node("n2"), prover)
+        assert pool.leases()["ep1"].node == "c1/n1"
+
+
+def test_a_killed_drain_keeps_its_lease_until_its_deadline(pool: EndpointPool) -> None:
+    _entry(pool, "ep1")
+    pool.lease("alice", node("n1"), NEVER)
+    pool.mark("ep1", node("n1"), "draining", time.time() + 3600)
+    with pytest.raises(PoolExhaustedError, match="draining until"):
+        pool.lease("alice", node("n2"), _prover())
+    pool.mark("ep1", node("n1"), "draining", time.time() - 1)  # deadline passed
+    entry, _ = pool.lease("alice", node("n2"), _prover())
+    assert entry.name == "ep1"
+
+
+def test_registry_json_is_migrated_on_first_use(pool: EndpointPool) -> None:
+    _entry(pool, "ep1")
+    _entry(pool, "ep2")
+    pool.root.mkdir(exist_ok=True)
+    pool.registry_path.write_text(
+        json.dumps({"version": 1, "leases": {"ep1": {"node": "n1", "since": 1000.0}}})
+    )
+    entry, note = pool.lease("alice", node("n2"), NEVER)
+    assert note and "migrated 1 lease(s)" in note
+    assert entry.name == "ep2"
+    assert pool.leases()["ep1"].node == "c1/n1" and pool.leases()["ep1"].since == 1000.0
+    assert not pool.registry_path.exists()
+    again, _ = pool.lease("alice", node("n1"), NEVER)
+    assert again.name == "ep1", "the migrated holder finds its own lease"
 
 
 def test_corrupt_registry_is_kept_aside(pool: EndpointPool) -> None:
     _entry(pool, "ep1")
     pool.root.mkdir(exist_ok=True)
     pool.registry_path.write_text('{"version": 1, "leases": {"ep1": {"node"')
-    entry, note = pool.lease("alice", "n1", KnownNodes(set()))
+    entry, note = pool.lease("alice", node("n1"), NEVER)
     assert entry.name == "ep1" and note and "unreadable" in note
     assert list(pool.root.glob("registry.json.corrupt-*"))
-    assert json.loads(pool.registry_path.read_text())["leases"]["ep1"]["node"] == "n1"
+    assert pool.leases()["ep1"].node == "c1/n1"
+
+
+class CountingFs(FsOps):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def listdir(self, path: Path) -> list[str]:
+        self.calls += 1
+        return super().listdir(path)
+
+    def read(self, path: Path) -> bytes:
+        self.calls += 1
+        return super().read(path)
+
+    def link(self, source: Path, target: Path) -> None:
+        self.calls += 1
+        super().link(source, target)
+
+
+def test_nodes_of_a_wide_job_find_distinct_entries_at_once(tmp_path: Path) -> None:
+    """Issue 8 item 3: O(1) work per node, no global lock: slot = index in the job."""
+    fs = CountingFs()
+    pool = EndpointPool(tmp_path / "user_dir", fs)
+    for i in range(50):
+        _entry(pool, f"ep{i:02d}")
+    fs.calls = 0
+    names = {pool.lease("alice", node(f"n{i}"), NEVER, slot=1234 + i)[0].name for i in range(50)}
+    assert len(names) == 50
+    assert fs.calls / 50 < 12, f"{fs.calls / 50:.1f} file-system calls per lease"
+
+
+def test_link_refused_by_the_file_system_is_one_clear_line(tmp_path: Path) -> None:
+    """Issue 8 item 2: a file system without hard links gets a one-line error."""
+
+    class NoLinks(FsOps):
+        def link(self, source: Path, target: Path) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+    pool = EndpointPool(tmp_path / "user_dir", NoLinks())
+    _entry(pool, "ep1")
+    with pytest.raises(PoolError, match=r"refuses hard links.*user_dir"):
+        pool.lease("alice", node("n1"), NEVER)
 
 
 def test_config_paths_escape_like_gcp(pool: EndpointPool) -> None:

@@ -88,8 +88,7 @@ def _spool(tmp_path: Path, node: str, jobs: dict[str, str]) -> Path:
 def _conf(tmp_path: Path, spool: Path, flags: str) -> Path:
     conf = tmp_path / "slurm.conf"
     conf.write_text(
-        f"# lab\nClusterName=x\nSlurmdSpoolDir={spool}\nPrologFlags={flags}\n"
-        "NodeName=n1 CPUs=1\n"
+        f"# lab\nClusterName=x\nSlurmdSpoolDir={spool}\nPrologFlags={flags}\nNodeName=n1 CPUs=1\n"
     )
     return conf
 

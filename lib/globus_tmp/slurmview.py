@@ -1,0 +1,73 @@
+"""What Slurm says about the user's jobs and the cluster's nodes, asked as the user.
+
+Used on cold paths only (a start that must reclaim a lease, a lease's slot in a wide
+job): every call runs a Slurm client with a bound, in a session of its own, and an
+answer that cannot be had is ``None``, never a guess.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+from .privileges import SAFE_PATH
+
+# Node states in which nothing of a job can still run there.
+_DOWN = ("DOWN", "FUTURE", "UNKNOWN", "NOT_RESPONDING", "POWERED_DOWN", "POWERING_DOWN")
+
+
+class SlurmView:
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+
+    def nodes_with_jobs(self, user: str) -> set[str] | None:
+        """Nodes where ``user`` has a running, suspended or completing job."""
+        lists = self._lines("squeue", "-h", f"--user={user}", "--states=R,CG,CF,S", "--format=%N")
+        if lists is None:
+            return None
+        nodes: set[str] = set()
+        for hostlist in set(lists):
+            names = self.hostnames(hostlist)
+            if names is None:
+                return None
+            nodes.update(names)
+        return nodes
+
+    def hostnames(self, hostlist: str) -> list[str] | None:
+        """``n[1-3]`` -> ``n1 n2 n3``, expanded by Slurm itself."""
+        return self._lines("scontrol", "show", "hostnames", hostlist)
+
+    def node_down_since(self, node: str, since: float) -> str | None:
+        """Why ``node`` cannot be running what it started at ``since`` (down, or booted
+        after it); None when it may be, or Slurm cannot say."""
+        lines = self._lines("scontrol", "show", "node", node, "--oneliner")
+        if not lines:
+            return None
+        fields = dict(f.split("=", 1) for f in lines[0].split() if "=" in f)
+        state = fields.get("State", "")
+        if any(word in state for word in _DOWN):
+            return f"node {node} is {state}"
+        try:
+            booted = time.mktime(time.strptime(fields.get("BootTime", ""), "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
+        return f"node {node} rebooted since" if booted > since + 60 else None
+
+    def _lines(self, program: str, *args: str) -> list[str] | None:
+        path = shutil.which(program, path=SAFE_PATH)
+        if not path:
+            return None
+        try:
+            out = subprocess.run(
+                [path, *args],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return [line.strip() for line in out.splitlines() if line.strip()]
