@@ -259,17 +259,19 @@ def test_drain_gives_up_at_linger_max_and_names_the_task(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
     user = _logged_in_pool(gsite, api, 2)
-    # the destination is the user's second endpoint, whose GCP never runs: the task
-    # stays ACTIVE (GC_NOT_CONNECTED) and can never finish
-    offline = (user.user_dir / "endpoints/ep2/lta/client-id.txt").read_text().strip()
     gsite.configure(linger_max=3)
     gsite.prolog("630")
+    # the destination is the user's other endpoint, whose GCP never runs: the task
+    # stays ACTIVE (GC_NOT_CONNECTED) and can never finish
+    (running,) = user.registry()
+    other = "ep2" if running == "ep1" else "ep1"
+    offline = (user.user_dir / f"endpoints/{other}/lta/client-id.txt").read_text().strip()
     _write_random(gsite, "gtunit1", "/tmp/gtunit1-stuck.bin", 5)
     res = gsite.endpoint("gtunit1", "stage-out", "/tmp/gtunit1-stuck.bin", f"{offline}:/tmp/x")
     task_id = res.stdout.strip()
     assert res.returncode == 0 and task_id, res.stderr
     gsite.epilog("630")
-    wait_for(lambda: "lease ep1 released" in gsite.hook_log(), what="the drain to give up")
+    wait_for(lambda: f"lease {running} released" in gsite.hook_log(), what="the drain to give up")
     gave_up = [line for line in gsite.hook_log().splitlines() if "gave up" in line]
     assert gave_up and task_id in gave_up[0], gsite.hook_log()
     assert gcp_processes(user.uid) == []

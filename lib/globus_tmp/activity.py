@@ -37,7 +37,12 @@ class Activity:
 
 
 class TransferActivity(Protocol):
-    def check(self, actions: UserActions, instance: GcpInstance, timeout: float) -> Activity: ...
+    def check(
+        self, actions: UserActions, instance: GcpInstance, timeout: float, shared: bool = False
+    ) -> Activity:
+        """``shared``: a drain's check, which may use an answer shared by the user's
+        drains (at most ``linger_poll_seconds`` old)."""
+        ...
 
 
 def gcp_activity(actions: UserActions, instance: GcpInstance, timeout: float) -> Activity:
@@ -61,14 +66,17 @@ class TransferAwareActivity:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
-    def check(self, actions: UserActions, instance: GcpInstance, timeout: float) -> Activity:
+    def check(
+        self, actions: UserActions, instance: GcpInstance, timeout: float, shared: bool = False
+    ) -> Activity:
         gcp = gcp_activity(actions, instance, timeout)
         if not instance.process.alive():
             return gcp
         if not self.cfg.globus_client_id:
             return Activity(gcp.active, f"{gcp.detail}; no Transfer API (globus_client_id)", False)
         try:
-            tasks = actions.active_tasks(instance.endpoint_id, timeout)
+            max_age = self.cfg.linger_poll_seconds if shared else 0.0
+            tasks = actions.active_tasks(instance.endpoint_id, timeout, max_age)
         except GlobusTmpError as exc:
             return Activity(gcp.active, f"Transfer API not asked ({exc}); {gcp.detail}", False)
         if tasks:

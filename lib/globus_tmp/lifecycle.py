@@ -564,7 +564,7 @@ class NodeLifecycle:
                 break
             failpoint("drain.poll")
             bound = min(_STEP_TIMEOUT, max(until - time.time(), 1.0))
-            activity = self.activity.check(self.actions_for(user), instance, bound)
+            activity = self.activity.check(self.actions_for(user), instance, bound, shared=True)
             now = time.monotonic()
             if not activity.active and activity.verified:
                 why = f"transfer over ({activity.detail})"

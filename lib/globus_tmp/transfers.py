@@ -21,25 +21,43 @@ if TYPE_CHECKING:
 LIVE_STATUSES = ("ACTIVE", "INACTIVE")
 
 
-def active_tasks_on(cfg: Config, user_dir: Path, endpoint_id: str) -> list[str]:
+def active_tasks_on(
+    cfg: Config, user_dir: Path, endpoint_id: str, max_age: float = 0.0, wait: float = 10.0
+) -> list[str]:
     """The user's ACTIVE/INACTIVE task ids whose source or destination is ``endpoint_id``.
 
     ``task_list`` cannot filter by endpoint, so every live task is listed (paginated)
-    and matched here. One call for up to 1000 live tasks.
+    and matched here. With ``max_age`` (drains), an answer up to that old, shared by all
+    of the user's drains (:mod:`globus_tmp.taskcache`), is used instead of a new call.
     """
+    from .taskcache import RateLimited, TaskListCache
+
+    def fetch() -> list[tuple[str, str, str]]:
+        try:
+            tc = GlobusSession(cfg, user_dir, interactive=False).transfer(max_retries=1)
+            return [
+                (str(t["task_id"]), str(t["source_endpoint_id"]), str(t["destination_endpoint_id"]))
+                for t in tc.paginated.task_list(
+                    filter={"status": list(LIVE_STATUSES)}, limit=1000
+                ).items()
+            ]
+        except GlobusApiError:
+            raise
+        except Exception as exc:
+            status = getattr(exc, "http_status", None)
+            if status == 429:
+                headers = getattr(exc, "headers", None) or {}
+                retry = headers.get("Retry-After", "") if hasattr(headers, "get") else ""
+                wait_s = float(retry) if str(retry).replace(".", "", 1).isdigit() else 30.0
+                raise RateLimited(time.time() + wait_s) from None
+            raise GlobusApiError(f"task_list: {describe(exc)}") from None
+
     try:
-        tc = GlobusSession(cfg, user_dir, interactive=False).transfer(max_retries=1)
-        found = []
-        for task in tc.paginated.task_list(
-            filter={"status": list(LIVE_STATUSES)}, limit=1000
-        ).items():
-            if endpoint_id in (task["source_endpoint_id"], task["destination_endpoint_id"]):
-                found.append(str(task["task_id"]))
-        return found
-    except GlobusApiError:
-        raise
-    except Exception as exc:
-        raise GlobusApiError(f"task_list: {describe(exc)}") from None
+        shared = TaskListCache(user_dir, max_age) if max_age > 0 else None
+        tasks = shared.live_tasks(fetch, wait) if shared else fetch()
+    except RateLimited as exc:
+        raise GlobusApiError(f"task_list: {exc}") from None
+    return [t[0] for t in tasks if endpoint_id in (t[1], t[2])]
 
 
 def endpoint_connected(cfg: Config, user_dir: Path, endpoint_id: str) -> bool | None:

@@ -75,7 +75,7 @@ class UserActions(Protocol):
 
     def mark_lease(self, name: str, phase: str, until: float | None, timeout: float) -> bool: ...
 
-    def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]: ...
+    def active_tasks(self, endpoint_id: str, timeout: float, max_age: float = 0.0) -> list[str]: ...
 
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]: ...
 
@@ -207,18 +207,20 @@ class ForkedUserActions:
             return None
         return _job_hash(slot.job_id) + names.index(node)
 
-    def active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
+    def active_tasks(self, endpoint_id: str, timeout: float, max_age: float = 0.0) -> list[str]:
         """Ids of the user's ACTIVE/INACTIVE tasks on ``endpoint_id``, with the user's tokens."""
-        data = run_as(self.user, timeout + 2, self._active_tasks, endpoint_id, timeout)
+        data = run_as(self.user, timeout + 2, self._active_tasks, endpoint_id, timeout, max_age)
         return [str(t) for t in data]
 
-    def _active_tasks(self, endpoint_id: str, timeout: float) -> list[str]:
+    def _active_tasks(self, endpoint_id: str, timeout: float, max_age: float) -> list[str]:
         import os
 
         os.environ["GLOBUS_SDK_HTTP_TIMEOUT"] = str(max(int(timeout), 1))
         from .transfers import active_tasks_on
 
-        return active_tasks_on(self.cfg, self.pool_root, endpoint_id)
+        return active_tasks_on(
+            self.cfg, self.pool_root, endpoint_id, max_age, wait=max(timeout / 3, 1.0)
+        )
 
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]:
         """GCPs of the user running from a pool entry on this node (read as the user)."""
