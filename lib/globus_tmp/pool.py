@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -163,8 +164,7 @@ class EndpointPool:
                 self._remember(me, prefer)
                 return entry, note
         own = self._remembered(me)
-        start = (slot if slot is not None else _hash_slot(me.owner)) % len(names)
-        order = names[start:] + names[:start]
+        order = _probe_order(names, me.owner, slot)
         if own in names:
             order.remove(own)
             order.insert(0, own)
@@ -336,5 +336,21 @@ def _join(a: str | None, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
-def _hash_slot(owner: str) -> int:
-    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big")
+def _probe_order(names: list[str], owner: str, slot: int | None) -> list[str]:
+    """The order a node tries entries in.
+
+    With a slot (the node's index in its job, offset by the job) the nodes of one job
+    start at distinct entries and walk forward. Without one, start and stride both come
+    from a hash of the node's name (double hashing), so nodes that collide once part
+    ways instead of queueing behind each other.
+    """
+    n = len(names)
+    digest = hashlib.blake2b(owner.encode(), digest_size=8).digest()
+    if slot is not None:
+        start, stride = slot % n, 1
+    else:
+        start = int.from_bytes(digest[:4], "big") % n
+        stride = 1 + int.from_bytes(digest[4:], "big") % max(n - 1, 1)
+        while math.gcd(stride, n) != 1:
+            stride += 1
+    return [names[(start + i * stride) % n] for i in range(n)]
