@@ -77,7 +77,7 @@ class EndpointPool:
 
     @property
     def registry_path(self) -> Path:
-        """The single-file registry of versions before 0.2, migrated on first use."""
+        """The single-file registry of earlier versions, migrated on first use."""
         return self.root / "registry.json"
 
     # -- entries -----------------------------------------------------------------
@@ -255,7 +255,7 @@ class EndpointPool:
             pass  # only a hint: without it the node probes for its lease
 
     def _migrate_registry(self, me: Holder) -> str | None:
-        """Turn a pre-0.2 ``registry.json`` into per-entry leases (once, idempotent)."""
+        """Turn an earlier version's ``registry.json`` into per-entry leases (idempotent)."""
         path = self.registry_path
         try:
             raw = read_text_bounded(path, STATE)
