@@ -561,3 +561,26 @@ def test_a_hung_drain_still_stops_gcp(site: Site, how: str) -> None:
         assert "hung past linger_max, killed" in rec.stdout, rec.stdout
         site.wait_gcp_stopped()
     assert user.registry() == {}
+
+
+def test_a_draining_entry_is_not_started_on_another_node(site: Site) -> None:
+    """Issue 8 item 1, hook level: pool of one, a drain on n1, a job on n2: n2 must not
+    start a second GCP from the same config dir; its job is told why in one line."""
+    user = site.users["gtunit1"]
+    user.make_pool(1)
+    site.prolog("1", node="n1")
+    _emulate_transfer(site, 6)
+    assert "drain pid" in site.epilog("1", node="n1").stderr
+    assert user.registry()["ep1"]["phase"] == "draining"
+    sockets = site.root / "n2-tmp"  # n2 is another host: its own GCP control sockets
+    sockets.mkdir(mode=0o1777)
+    sockets.chmod(0o1777)
+    site.configure(gcp_path=site.gcp_wrapper("n2", GCP_EMULATOR_SOCKET_DIR=str(sockets)))
+    res = site.prolog("2", node="n2")
+    assert "endpoint pool exhausted" in res.stderr and "draining until" in res.stderr
+    assert len(gcp_processes(user.uid)) == 1, "one config dir, one GCP"
+    lookup = site.endpoint("gtunit1", node="n2")
+    assert lookup.returncode == 1 and len(lookup.stderr.strip().splitlines()) == 1
+    site.wait_gcp_stopped(timeout=30)
+    assert user.registry() == {}
+    assert "started GCP" in site.prolog("3", node="n2").stderr, "free once the drain is over"
