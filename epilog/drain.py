@@ -11,22 +11,17 @@ finds it dead and finishes its work.
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import sys
 import time
-from types import FrameType
 
 from globus_tmp.config import load_config
-from globus_tmp.errors import HookTimeout
 from globus_tmp.hooklog import HookLog
+from globus_tmp.hookrunner import alarm_backstop
 from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.nodestate import NodeStateStore
 
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise HookTimeout("the drain overran linger_max; stopping GCP")
+_OVERRAN = "the drain overran linger_max; stopping GCP"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,21 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log.error(f"cannot drain: {exc}")
         return 0
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(math.ceil(max(until - time.time(), 0) + cfg.stop_grace) + 10)
     try:
-        log.info(lifecycle.drain(user, until))
+        with alarm_backstop(max(until - time.time(), 0) + cfg.stop_grace + 10, _OVERRAN):
+            log.info(lifecycle.drain(user, until))
     except Exception as exc:
         # a GCP nobody watches any more would run (and hold its lease) until the user's
         # next job on this node: stop it now rather than leave it behind
-        signal.alarm(math.ceil(cfg.stop_grace) + 60)
         log.error(f"drain failed ({type(exc).__name__}: {exc}); stopping GCP")
         try:
-            log.info(lifecycle.stop_if_unused(user, "the drain failed"))
+            with alarm_backstop(cfg.stop_grace + 60, "the stop after a failed drain hung"):
+                log.info(lifecycle.stop_if_unused(user, "the drain failed"))
         except Exception as again:
             log.error(f"could not stop GCP either: {type(again).__name__}: {again}")
-    finally:
-        signal.alarm(0)
     return 0
 
 

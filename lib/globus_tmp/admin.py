@@ -19,21 +19,19 @@ neither delay nor fail a node's health check.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import signal
 import subprocess
 import sys
 import time
-from types import FrameType
 
-from .config import load_config
-from .errors import ConfigError, GlobusTmpError, HookTimeout
+from .config import Config, load_config
+from .drain import launch_detached
+from .errors import ConfigError
 from .hooklog import HookLog
+from .hookrunner import alarm_backstop, log_failure
 from .job import UserIdentity, node_name
 from .lifecycle import NodeLifecycle
 from .nodestate import NodeStateStore
-from .privileges import SAFE_PATH
 
 PROG = "globus-tmp-admin"
 
@@ -48,10 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--user", help="only this user")
     return parser
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise HookTimeout("reconcile hit hook_timeout; the rest is left for the next run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,31 +63,33 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     node = args.node or node_name(os.environ)
     log.bind(node=node)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(math.ceil(cfg.hook_timeout) + 5)
     try:
-        store = NodeStateStore(cfg.state_dir_for(node))
-        store.ensure()
-        log.log_file = cfg.log_file_for(node)
-        lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
-        from .reconcile import NodeReconciler
-
-        reconciler = NodeReconciler(lifecycle)
-        if args.user:
-            user = UserIdentity.from_name(args.user)
-            results = [(user.name, note) for note in reconciler.user(user)]
-        else:
-            results = reconciler.node()
-        for name, note in results:
-            print(f"{name}: {note}")
-        log.info(f"reconciled {len(store.users())} user(s), {len(results)} repair(s)")
-    except GlobusTmpError as exc:
-        log.error(str(exc))
+        with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
+            _reconcile(cfg, node, args.user, log)
     except Exception as exc:
-        log.error(f"internal error: {type(exc).__name__}: {exc}")
-    finally:
-        signal.alarm(0)
+        log_failure(log, exc)
     return 0
+
+
+_TIMEOUT = "reconcile hit hook_timeout; the rest is left for the next run"
+
+
+def _reconcile(cfg: Config, node: str, only: str | None, log: HookLog) -> None:
+    store = NodeStateStore(cfg.state_dir_for(node))
+    store.ensure()
+    log.log_file = cfg.log_file_for(node)
+    lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
+    from .reconcile import NodeReconciler
+
+    reconciler = NodeReconciler(lifecycle)
+    if only:
+        user = UserIdentity.from_name(only)
+        results = [(user.name, note) for note in reconciler.user(user)]
+    else:
+        results = reconciler.node()
+    for name, note in results:
+        print(f"{name}: {note}")
+    log.info(f"reconciled {len(store.users())} user(s), {len(results)} repair(s)")
 
 
 def healthcheck_main() -> int:
@@ -113,25 +109,11 @@ def healthcheck_main() -> int:
         except OSError as exc:
             log.error(f"chain_health_check {cfg.chain_health_check}: {exc.strerror}")
             verdict = 1
-    env = {k: v for k, v in os.environ.items() if k in _PASSED or k.startswith("GLOBUS_SDK_")}
-    env["PATH"] = SAFE_PATH
     try:
-        subprocess.Popen(
-            [sys.executable, "-m", "globus_tmp.admin", "reconcile"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd="/",
-        )
+        launch_detached([sys.executable, "-m", "globus_tmp.admin", "reconcile"], {})
     except OSError as exc:
         log.error(f"cannot start reconcile: {exc.strerror}")
     return verdict
-
-
-_PASSED = ("SLURMD_NODENAME", "SLURM_CONF", "GLOBUS_TMP_CONFIG", "TZ")
 
 
 if __name__ == "__main__":

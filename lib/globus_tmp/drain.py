@@ -20,7 +20,13 @@ from .job import UserIdentity
 from .privileges import SAFE_PATH
 from .process import ProcessRef
 
-_INHERITED = ("GLOBUS_TMP_CONFIG", "SLURM_CONF", "TZ", "GLOBUS_TMP_FAILPOINTS")
+_INHERITED = (
+    "GLOBUS_TMP_CONFIG",
+    "SLURM_CONF",
+    "SLURMD_NODENAME",
+    "TZ",
+    "GLOBUS_TMP_FAILPOINTS",
+)
 
 
 class DrainLauncher(Protocol):
@@ -31,28 +37,28 @@ class DetachedDrainLauncher:
     """Runs the drain as a detached root process on this node."""
 
     def launch(self, user: UserIdentity, node: str, until: float) -> ProcessRef:
-        env = {"PATH": SAFE_PATH, "SLURMD_NODENAME": node}
-        env.update(
-            {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("GLOBUS_SDK_")}
-        )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "globus_tmp_epilog.drain",
-                "--user",
-                user.name,
-                "--node",
-                node,
-                "--until",
-                f"{until:.3f}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd="/",
-        )
-        return ProcessRef.of(proc.pid)
+        module = "globus_tmp_epilog.drain"
+        argv = [sys.executable, "-m", module, "--user", user.name, "--node", node]
+        return launch_detached([*argv, "--until", f"{until:.3f}"], {"SLURMD_NODENAME": node})
+
+
+def launch_detached(argv: list[str], env: dict[str, str]) -> ProcessRef:
+    """Start ``argv`` as root in a session of its own, with no descriptor of ours (slurmd
+    waits for every holder of a hook's output pipe) and a clean environment: ``env``
+    plus where the configuration and Globus are."""
+    clean = {"PATH": SAFE_PATH}
+    clean.update(
+        {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("GLOBUS_SDK_")}
+    )
+    clean.update(env)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        env=clean,
+        cwd="/",
+    )
+    return ProcessRef.of(proc.pid)

@@ -10,11 +10,12 @@ the backstop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from .config import Config, load_config
@@ -39,28 +40,46 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         return 0
     log.bind(job=job.job_id, node=job.node, user=job.user.name)
     deadline = started + cfg.hook_timeout
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(math.ceil(cfg.hook_timeout) + 5)
     try:
-        store = NodeStateStore(cfg.state_dir_for(job.node))
-        store.ensure()
-        log.log_file = cfg.log_file_for(job.node)
-        lifecycle = NodeLifecycle(cfg, job.node, store, log, deadline)
-        log.info(action(lifecycle, job))
-        return 0
-    except GlobusTmpError as exc:
-        log.error(str(exc))
+        with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
+            store = NodeStateStore(cfg.state_dir_for(job.node))
+            store.ensure()
+            log.log_file = cfg.log_file_for(job.node)
+            lifecycle = NodeLifecycle(cfg, job.node, store, log, deadline)
+            log.info(action(lifecycle, job))
+            return 0
     except Exception as exc:
-        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        log_failure(log, exc)
+    return _failure_exit(cfg, honours_on_failure)
+
+
+_TIMEOUT = "hit hook_timeout; gave up (raise hook_timeout or start_timeout?)"
+
+
+@contextlib.contextmanager
+def alarm_backstop(seconds: float, message: str) -> Iterator[None]:
+    """Raise :class:`HookTimeout` (``message``) in this process after ``seconds``: the
+    backstop behind every bounded wait, for whatever still hangs."""
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise HookTimeout(message)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(max(math.ceil(seconds), 1))
+    try:
+        yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    return _failure_exit(cfg, honours_on_failure)
+
+
+def log_failure(log: HookLog, exc: BaseException) -> None:
+    """One line for a failure: our own errors say what to do; others are internal."""
+    if isinstance(exc, GlobusTmpError):
+        log.error(str(exc))
+    else:
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _failure_exit(cfg: Config, honours_on_failure: bool) -> int:
     return 1 if honours_on_failure and cfg.on_failure == "fail" else 0
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise HookTimeout("hit hook_timeout; gave up (raise hook_timeout or start_timeout?)")

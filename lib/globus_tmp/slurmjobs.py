@@ -20,15 +20,13 @@ dropping a job that still runs stops GCP under it, so a job is dropped only on p
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
-from .privileges import SAFE_PATH
 from .slurmconf import SlurmSettings
+from .slurmview import SlurmView
 
 # Slurm job states after which a job holds nothing on its nodes.
 _ENDED = frozenset(
@@ -100,8 +98,7 @@ class SlurmJobProbe:
     ) -> None:
         self.settings = settings
         self.node = node
-        self.timeout = timeout
-        self.squeue = squeue or shutil.which("squeue", path=SAFE_PATH)
+        self.slurm = SlurmView(timeout, squeue=squeue)
 
     def gone(self, user: str, job_ids: Collection[str]) -> tuple[set[str], str]:
         spool = self.settings.spool_dir_for(self.node)
@@ -120,24 +117,7 @@ class SlurmJobProbe:
         return self._squeue_live(user, f"--nodelist={self.node}")
 
     def _squeue_live(self, user: str, *extra: str) -> set[str] | None:
-        if not self.squeue:
+        jobs = self.slurm.jobs(user, *extra)
+        if jobs is None:
             return None
-        argv = [self.squeue, "--noheader", f"--user={user}", "--states=all", "--format=%A %T"]
-        try:
-            out = subprocess.run(
-                [*argv, *extra],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=True,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        live: set[str] = set()
-        for line in out.splitlines():
-            job, _, state = line.strip().partition(" ")
-            if job and state.strip().upper() not in _ENDED:
-                live.add(job)
-        return live
+        return {job for job, state in jobs if job and state not in _ENDED}

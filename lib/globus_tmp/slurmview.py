@@ -18,8 +18,20 @@ _DOWN = ("DOWN", "FUTURE", "UNKNOWN", "NOT_RESPONDING", "POWERED_DOWN", "POWERIN
 
 
 class SlurmView:
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(
+        self, timeout: float = 10.0, squeue: str | None = None, scontrol: str | None = None
+    ) -> None:
         self.timeout = timeout
+        self.paths = {"squeue": squeue, "scontrol": scontrol}
+
+    def jobs(self, user: str, *extra: str) -> list[tuple[str, str]] | None:
+        """(job id, state) of every job Slurm still lists for ``user``."""
+        lines = self._lines(
+            "squeue", "--noheader", f"--user={user}", "--states=all", "--format=%A %T", *extra
+        )
+        if lines is None:
+            return None
+        return [(job, state.strip().upper()) for job, _, state in (x.partition(" ") for x in lines)]
 
     def nodes_with_jobs(self, user: str) -> set[str] | None:
         """Nodes where ``user`` has a running, suspended or completing job."""
@@ -55,7 +67,7 @@ class SlurmView:
         return f"node {node} rebooted since" if booted > since + 60 else None
 
     def _lines(self, program: str, *args: str) -> list[str] | None:
-        path = shutil.which(program, path=SAFE_PATH)
+        path = self.paths.get(program) or shutil.which(program, path=SAFE_PATH)
         if not path:
             return None
         try:
