@@ -1,7 +1,8 @@
 """Fixtures for the end-to-end tests: a real Slurm cluster (tests/lab) with the hooks.
 
-``lab`` (session): brings up a 3-node lab with the checkout installed as the hooks and
-ALWAYS takes it down at the end, so a test run leaves no daemon, job or GCP behind.
+``lab`` (session): brings up a 3-node lab (each node its own PID and mount namespace,
+``PrologFlags=Alloc,Contain``) with the checkout installed as the hooks and ALWAYS
+takes it down at the end, so a test run leaves no daemon, job or GCP behind.
 Each test then starts from a clean lab (autouse ``clean_lab``): no jobs, default
 globus-tmp.conf and GCP wrapper, empty pools, no GCP running, no fault injected into the
 lab's Globus API emulator (which runs for the whole session: every GCP connects to it).
@@ -25,13 +26,15 @@ from e2e_jobs import clear_flags, install_probe
 from slurmlab import GCP_WRAPPER, SlurmLab
 
 NODES = 3
+CPUS_PER_NODE = 64
+"""test_e2e_faults's storm runs 64 one-CPU jobs at once on one node (CR_CPU: no sharing)."""
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[SlurmLab]:
     if os.geteuid() != 0:
         pytest.skip("the Slurm lab needs root")
-    the_lab = SlurmLab(nodes=NODES, hooks=True, verbose=True)
+    the_lab = SlurmLab(nodes=NODES, hooks=True, verbose=True, cpus_per_node=CPUS_PER_NODE)
     try:
         the_lab.up()
         install_probe(the_lab)

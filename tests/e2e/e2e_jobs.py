@@ -165,24 +165,33 @@ class HookLogMark:
 
 
 class GcpSampler:
-    """Samples the GCP instances of ``user`` on ``node`` in a thread; keeps the maximum.
+    """Samples the GCP instances of ``user`` (None: of every user) on ``node`` in a thread.
 
     "At most one GCP per (node, user) at any moment" can only be checked by looking
-    often while the jobs' prologs race each other.
+    often while the jobs' prologs race each other. ``max_seen`` is the most GCPs one user
+    had on the node at once (``max_by_user`` per user), ``pids`` every host pid seen.
     """
 
-    def __init__(self, lab: SlurmLab, user: str, node: str, interval: float = 0.1) -> None:
+    def __init__(
+        self, lab: SlurmLab, user: Optional[str], node: str, interval: float = 0.1
+    ) -> None:
         self.lab, self.user, self.node, self.interval = lab, user, node, interval
-        self.max_seen = 0
+        self.max_by_user: dict[str, int] = {}
         self.pids: set[int] = set()
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def max_seen(self) -> int:
+        return max(self.max_by_user.values(), default=0)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             procs = [g for g in self.lab.gcp_processes(self.user) if g.node == self.node]
-            self.max_seen = max(self.max_seen, len(procs))
+            for user in {g.user for g in procs}:
+                count = sum(g.user == user for g in procs)
+                self.max_by_user[user] = max(self.max_by_user.get(user, 0), count)
             self.pids.update(g.pid for g in procs)
             self.samples += 1
             self._stop.wait(self.interval)

@@ -148,7 +148,15 @@ def _wait_lines(
 
 
 def _gcp_pids(lab: SlurmLab, user: str, node: str) -> list[int]:
+    """Host pids of the user's GCPs on the node (hooks.log names their node pids)."""
     return [g.pid for g in lab.gcp_processes(user) if g.node == node]
+
+
+def _node_pid(lab: SlurmLab, pid: int) -> int:
+    """The node's pid of a running GCP (its node is a PID namespace): what hooks.log says."""
+    node_pid = lab.node_pid(pid)
+    assert node_pid is not None, f"GCP host pid {pid} is on no lab node\n{explain(lab)}"
+    return node_pid
 
 
 def _wait_task_final_with_gcp_up(
@@ -165,7 +173,7 @@ def _wait_task_final_with_gcp_up(
         state = lab.api_task(task)
         if state["status"] in FINAL:
             return state
-        assert alive, f"GCP pid {pid} on {node} stopped while task {task} was {state['status']}"
+        assert alive, f"GCP (host pid {pid}) on {node} stopped, task {task} was {state['status']}"
         assert time.monotonic() < deadline, f"task {task} still {state['status']} after {timeout}s"
         time.sleep(0.2)
 
@@ -210,6 +218,7 @@ def test_stage_out_without_wait_finishes_after_the_job_and_then_gcp_stops(lab: S
         assert epilog and task in epilog[0][1], f"the epilog did not name the live task\n{why}"
         (pid,) = _gcp_pids(lab, user, node) or [None]
         assert pid is not None, f"GCP stopped with the task still live\n{why}"
+        node_pid = _node_pid(lab, pid)
         hits = lab.api_state()["route_hits"].get("task_list", 0)
         # GCP itself goes idle (the task is paused): only the Transfer API knows it is live.
         time.sleep(5)
@@ -228,7 +237,7 @@ def test_stage_out_without_wait_finishes_after_the_job_and_then_gcp_stops(lab: S
         assert not lab.wait_no_gcp(user, node, timeout=30), (
             f"GCP outlived the drain\n{explain(lab)}"
         )
-        stops = _wait_lines(mark, node, "drain ", f"GCP pid {pid} stopped", "transfer over")
+        stops = _wait_lines(mark, node, "drain ", f"GCP pid {node_pid} stopped", "transfer over")
         log = mark.new_text(node)
         assert len(stops) == 1, f"want one drain stop line\n{log}"
         assert stops[0][0] > epilog[0][0], log
@@ -258,6 +267,7 @@ def test_a_job_arriving_during_the_drain_joins_the_lingering_gcp(lab: SlurmLab) 
         assert _lines(mark.new_text(node), f"epilog job={first} ", "drain pid", task), why
         (pid,) = _gcp_pids(lab, user, node) or [None]
         assert pid is not None, f"no GCP draining on {node}\n{why}"
+        node_pid = _node_pid(lab, pid)
         digest = _field(lab.job_output(first, user), "SHA256")
 
         with GcpSampler(lab, user, node) as sampler:
@@ -267,7 +277,7 @@ def test_a_job_arriving_during_the_drain_joins_the_lingering_gcp(lab: SlurmLab) 
             assert probe.cli_rc == 0 and probe.env_id == endpoint == probe.cli_out, why
             joined = _lines(mark.new_text(node), f"prolog job={second} ")
             assert joined, why
-            assert f"joined GCP pid {pid}" in joined[0][1], why
+            assert f"joined GCP pid {node_pid}" in joined[0][1], why
             assert "during its drain" in joined[0][1], why
             wait_for(
                 lambda: _lines(mark.new_text(node), "drain ", f"job(s) {second} joined"),
@@ -289,7 +299,7 @@ def test_a_job_arriving_during_the_drain_joins_the_lingering_gcp(lab: SlurmLab) 
             f"GCPs seen on {node}: {sampler.pids}, at most {sampler.max_seen} at once\n{why}"
         )
         assert len(mark.started_lines(node, user)) == 1, why
-        _wait_lines(mark, node, "drain ", f"GCP pid {pid} stopped", "transfer over")
+        _wait_lines(mark, node, "drain ", f"GCP pid {node_pid} stopped", "transfer over")
     finally:
         _rm_node_tmp(lab, node, f"e2e-stage-{first}.bin")
         (root / "joined.bin").unlink(missing_ok=True)
@@ -370,3 +380,44 @@ def test_setup_in_a_job_then_jobs_on_two_nodes_use_the_new_endpoints(lab: SlurmL
         assert p.cli_rc == 0 and p.env_id == p.cli_out, why
     assert sorted(p.env_id for p in probes.values()) == sorted(ids), why
     assert set(ids) <= connected, f"GCP sessions in Globus: {sessions}\n{why}"
+
+
+def test_a_draining_entry_is_never_started_on_another_node(lab: SlurmLab) -> None:
+    """Issue "leases": pool of one, a drain on n1 keeps its GCP up for a live task; a job of
+    the same user on n2 must not start a second GCP from that config dir (the old
+    registry reclaimed a lease when the holder node had no job). The job is told why in
+    one line; once the drain ends, the entry is free for n2."""
+    user, first_node, second_node = "gtcarol", "n1", "n2"
+    (endpoint,) = lab.make_pool(user, 1)
+    collection, root = lab.create_collection("lease-drain")
+    mark = HookLogMark(lab)
+    _slow_first_answers(lab, endpoint)
+    first = lab.sbatch(user, _stage_out_script(f"{collection}:/lease.bin", 5), "-w", first_node)
+    second = third = ""
+    try:
+        task = _wait_task_id(lab, first, user)
+        _pause(lab, task, explain(lab, first, user=user))
+        lab.wait_jobs([first], timeout=60)
+        why = explain(lab, first, user=user)
+        assert _lines(mark.new_text(first_node), f"epilog job={first} ", "drain pid", task), why
+        with GcpSampler(lab, user, second_node) as on_second:
+            second = lab.sbatch(user, waiting_job(lab, user, "lease-drain"), "-w", second_node)
+            (probe,) = wait_output(lab, second, user, "start")
+            why = explain(lab, first, second, user=user)
+            assert probe.cli_rc == 1 and not probe.env_id, why
+            assert "pool exhausted" in probe.cli_out and "draining until" in probe.cli_out, why
+            assert [g.node for g in lab.gcp_processes(user)] == [first_node], why
+            lab.pause_task(task, pause=False)
+            _wait_lines(mark, first_node, "drain ", "transfer over", "lease ep1 released")
+            release(lab, user, "lease-drain")
+            lab.wait_jobs([second], timeout=60)
+        assert on_second.max_seen == 0, f"a GCP ran on {second_node} during the drain\n{why}"
+        third = lab.sbatch(user, waiting_job(lab, user, "lease-after"), "-w", second_node)
+        (probe,) = wait_output(lab, third, user, "start")
+        assert probe.cli_rc == 0 and probe.env_id == endpoint, explain(lab, third, user=user)
+        release(lab, user, "lease-after")
+        lab.wait_jobs([third], timeout=60)
+        assert not lab.wait_no_gcp(user, second_node, timeout=60), explain(lab)
+    finally:
+        _rm_node_tmp(lab, first_node, f"e2e-stage-{first}.bin")
+        (root / "lease.bin").unlink(missing_ok=True)

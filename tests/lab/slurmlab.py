@@ -9,10 +9,17 @@ How it is put together (see /work/shared/FACTS.md, "A real multi-node Slurm clus
 - Debian's Slurm 22.05 and munge, installed on demand. Our own munged (own key, socket, pid
   and log under the lab root) so a system munge, if any, is neither needed nor disturbed.
 - One slurmctld and one ``slurmd -N nK`` per node, all on 127.0.0.1 with distinct ports.
-  Each slurmd runs in its own mount namespace with a private tmpfs on ``/tmp`` (GCP's
-  control socket ``/tmp/globusconnect_<uid>.sock`` is per host, so each node needs its own
-  ``/tmp``) and on ``/run/globus-tmp`` (node-local hook state). ``/home``, ``/opt`` and the
-  rest stay shared, like a cluster's shared file systems.
+  Each node is a PID namespace and a mount namespace of its own, as a real node has its
+  own processes: its own ``/proc`` (the hooks, their liveness checks and ``ps`` on a node
+  see only that node's processes), a private tmpfs on ``/tmp`` (GCP's control socket
+  ``/tmp/globusconnect_<uid>.sock`` is per host, so each node needs its own ``/tmp``) and
+  on ``/run/globus-tmp`` (node-local hook state). ``/home``, ``/opt`` and the rest stay
+  shared, like a cluster's shared file systems. PID 1 of a node is a tiny init
+  (tests/lab/nodeinit.py) that runs slurmd as its child and reaps orphans (the detached
+  GCPs and drains); killing it kills the whole node at once (:meth:`SlurmLab.reboot_node`).
+- ``PrologFlags=Alloc,Contain`` by default: an extern step on every node of a job for its
+  whole life, each step with a root-owned socket ``<node>_<jobid>.<stepid>`` in the node's
+  SlurmdSpoolDir (``<root>/spool/slurmd.<node>/``).
 - Nothing under /etc/slurm is touched: the lab writes its own slurm.conf and the hooks'
   globus-tmp.conf beside it, under a lab root outside ``/tmp`` (a node with a private
   ``/tmp`` cannot see the host's, so everything nodes execute or read lives there: the
@@ -45,7 +52,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -56,10 +64,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = Path(os.environ.get("GLOBUS_TMP_LAB_ROOT", "/opt/globus-tmp-lab"))
 """Outside /tmp on purpose: nodes with a private /tmp must still see everything here."""
 
-LAB_USERS: tuple[str, ...] = ("gtalice", "gtbob", "gtcarol")
+LAB_USERS: tuple[str, ...] = ("gtalice", "gtbob", "gtcarol", "gtdave")
 APT_PACKAGES: tuple[str, ...] = ("slurmctld", "slurmd", "slurm-client", "munge", "python3-venv")
 HOST_PYTHON = "/usr/bin/python3"
 NODE_STATE_MOUNT = "/run/globus-tmp"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+"""Each node's own, fresh at each (re)start: a file of the lab root bound over it."""
+LAB_CLUSTER = "gtlab"
+"""slurm.conf's ``ClusterName``: lease owners are ``<cluster>/<node>``."""
 HOOK_SCRIPTS = {
     "Prolog": "globus-tmp-prolog",
     "Epilog": "globus-tmp-epilog",
@@ -68,6 +80,8 @@ HOOK_SCRIPTS = {
 ENDPOINT_CLI = "globus-tmp-endpoint"
 GCP_WRAPPER = "globusconnectpersonal"
 """Name of the default GCP wrapper in ``<root>/bin``: the emulator with the lab's knobs."""
+NODE_INIT = "lab-node-init"
+"""PID 1 of each node's PID namespace, in ``<root>/bin``: a copy of tests/lab/nodeinit.py."""
 GLOBUS_API_LAUNCHER = "globus-api-emulator"
 """The Transfer/Auth API emulator's launcher in the lab's copy of tests/emulators."""
 LAB_GLOBUS_CLIENT_ID = "0c7e1a52-6d3b-4f0e-9a51-3f2b8c4d7e19"
@@ -105,11 +119,14 @@ class GcpProc:
     """One running GCP (emulator) instance, as seen from the host."""
 
     pid: int
+    """As the host sees it (what ``os.kill`` from the tests takes)."""
     uid: int
     user: str
     node: Optional[str]
-    """The lab node whose mount namespace the process is in (None: none of them)."""
+    """The lab node whose PID namespace the process is in (None: none of them)."""
     argv: tuple[str, ...]
+    node_pid: Optional[int] = None
+    """As its node sees it: what the hooks record in the node's state and hooks.log."""
 
 
 @dataclass(frozen=True)
@@ -222,17 +239,46 @@ def _proc_ppid(pid: int) -> Optional[int]:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
-def _mnt_ns(pid: int) -> Optional[str]:
+def _ns(pid: int, kind: str) -> Optional[str]:
+    """A process's namespace id, e.g. ``mnt:[4026532198]`` (kind ``mnt``, ``pid``)."""
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
         return None
+
+
+def _mnt_ns(pid: int) -> Optional[str]:
+    return _ns(pid, "mnt")
+
+
+def _pid_ns(pid: int) -> Optional[str]:
+    return _ns(pid, "pid")
+
+
+def _ns_pids(pid: int) -> tuple[int, ...]:
+    """The ``NSpid:`` line of a host pid: its pid in each PID namespace, outermost first.
+
+    The last one is the pid as seen inside its own namespace (a lab node's pid); empty if
+    the process is gone.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ()
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return tuple(int(x) for x in line.split()[1:])
+    return ()
 
 
 def _all_pids() -> Iterator[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             yield int(entry)
+
+
+def _children(pid: int) -> list[int]:
+    return [p for p in _all_pids() if _proc_ppid(p) == pid]
 
 
 def _user_name(uid: int) -> str:
@@ -334,6 +380,7 @@ class SlurmLab:
         verbose: bool = False,
         globus_api: bool = True,
         globus_api_gcp_timeout: float = 5.0,
+        prolog_flags: str = "Alloc,Contain",
     ) -> None:
         self.root = Path(root)
         if nodes is None:  # the running lab's size, else 3
@@ -351,6 +398,8 @@ class SlurmLab:
         self.verbose = verbose
         self.globus_api = globus_api
         self.globus_api_gcp_timeout = globus_api_gcp_timeout
+        self.prolog_flags = prolog_flags
+        """slurm.conf's ``PrologFlags``: ``Contain`` adds an extern step on every node of a job."""
         self.users = LAB_USERS
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -497,6 +546,7 @@ class SlurmLab:
         self.ensure_users()
         self.clear_job_outputs()  # slurmctld -c numbers jobs from 1 again: no stale lab-1.out
         self._copy_emulators()
+        self._install_node_init()
         if self.hooks:
             self.install_hooks()
         self._ensure_munge_key()
@@ -504,8 +554,7 @@ class SlurmLab:
         state: dict[str, Any] = {
             "nodes": list(self.nodes),
             "owner": [os.getpid(), _proc_start_time(os.getpid())],
-            "slurmd": {},
-            "ns": {},
+            "node": {},
         }
         try:
             if self.globus_api:
@@ -520,11 +569,11 @@ class SlurmLab:
             state["slurmctld"] = self._start_slurmctld()
             self._save_state(state)
             for node in self.nodes:
-                pid, start = self._start_slurmd(node)
-                state["slurmd"][node] = [pid, start]
+                state["node"][node] = self._start_node(node)
                 self._save_state(state)
-            state["ns"] = self._wait_namespaces(state)
-            self._save_state(state)
+            for node in self.nodes:
+                state["node"][node] = self._wait_node(node, state["node"][node])
+                self._save_state(state)
             self._wait_ready()
         except BaseException:
             self.down(quiet=True)
@@ -620,6 +669,13 @@ class SlurmLab:
             # Readable (and, where executable at source, runnable) by every job user.
             mode = p.stat().st_mode
             p.chmod(0o755 if p.is_dir() or mode & 0o111 else 0o644)
+
+    def _install_node_init(self) -> None:
+        """Copy nodeinit.py into the lab root: a node's /tmp hides a checkout under /tmp."""
+        self.bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        dest = self.bin_dir / NODE_INIT
+        shutil.copyfile(Path(__file__).resolve().with_name("nodeinit.py"), dest)
+        dest.chmod(0o755)
 
     def write_gcp_wrapper(self, name: str = GCP_WRAPPER, **env: Union[str, int, float]) -> Path:
         """Write ``<root>/bin/<name>``: sets the emulator's knobs, then execs the emulator.
@@ -797,7 +853,7 @@ class SlurmLab:
         )
         text = f"""\
 # Written by tests/lab/slurmlab.py: a {len(self.nodes)}-node lab cluster on one machine.
-ClusterName=gtlab
+ClusterName={LAB_CLUSTER}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={self.ctld_port}
 SlurmUser=root
@@ -826,14 +882,14 @@ SelectTypeParameters=CR_CPU
 ReturnToService=2
 SlurmdTimeout=30
 SlurmctldTimeout=30
-MessageTimeout=5
+MessageTimeout=20
 TCPTimeout=2
 KillWait=5
 InactiveLimit=0
 MinJobAge=600
 JobRequeue=0
 MailProg=/bin/true
-PrologFlags=Alloc
+PrologFlags={self.prolog_flags}
 PrologEpilogTimeout=180
 {hooks}{nodes}PartitionName=lab Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """
@@ -950,37 +1006,82 @@ PrologEpilogTimeout=180
         )
         return [pid, start]
 
-    def _start_slurmd(self, node: str) -> tuple[int, int]:
-        # unshare execs sh, which execs slurmd: the pid we get is slurmd's, and the mounts
-        # exist only in slurmd's namespace (and its jobs', prologs' and epilogs').
+    def _start_node(self, node: str) -> dict[str, Any]:
+        """Start node ``node``: new PID and mount namespaces, its own /proc, /tmp and state dir.
+
+        ``unshare --pid --fork --mount-proc`` forks a child that is PID 1 of a new PID
+        namespace, in a new private mount namespace with a fresh ``/proc`` (the node's
+        processes only). That child, ``sh``, mounts the node-local tmpfs's, gives the node
+        a boot id of its own (fresh at each start, as a reboot changes it: a file of the
+        lab root bound over ``/proc/sys/kernel/random/boot_id``) and execs the node's init
+        (nodeinit.py), which runs ``slurmd -D`` as its child and reaps orphans.
+        unshare itself stays in the host PID namespace, waiting for its child; it blocks
+        SIGTERM, and ``--kill-child`` makes its death kill the node too.
+
+        Returns the node's record for the state file, so far ``unshare`` ([pid, start])
+        and ``boot_id``; :meth:`_wait_node` adds the rest once slurmd runs.
+        """
+        boot_id = str(uuid.uuid4())
+        boot_id_file = self.run_dir / f"boot_id.{node}"
+        boot_id_file.unlink(missing_ok=True)
+        boot_id_file.write_text(boot_id + "\n")
+        boot_id_file.chmod(0o444)
         script = (
             "set -e; mount -t tmpfs -o mode=1777 tmpfs /tmp && chmod 1777 /tmp && "
             f"mount -t tmpfs -o mode=0755 tmpfs {NODE_STATE_MOUNT} && "
-            f"exec slurmd -D -N {node} -f {shlex.quote(str(self.slurm_conf))}"
+            f"mount --bind -o ro {shlex.quote(str(boot_id_file))} {BOOT_ID} && "
+            f"exec {HOST_PYTHON} {shlex.quote(str(self.bin_dir / NODE_INIT))} "
+            f"slurmd -D -N {node} -f {shlex.quote(str(self.slurm_conf))}"
         )
-        return self._spawn(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            self.log_dir / f"slurmd.{node}.out",
-        )
+        argv = [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+        ]
+        pid, start = self._spawn(argv, self.log_dir / f"slurmd.{node}.out")
+        return {"unshare": [pid, start], "boot_id": boot_id}
 
-    def _wait_namespaces(self, state: Mapping[str, Any]) -> dict[str, str]:
-        """Wait until each slurmd is exec'd in its own namespace; record the namespace ids."""
-        host_ns = _mnt_ns(1) or _mnt_ns(os.getpid())
-        out: dict[str, str] = {}
-        deadline = time.monotonic() + 10
-        for node in self.nodes:
-            pid = state["slurmd"][node][0]
-            while True:
-                ns, argv = _mnt_ns(pid), _proc_argv(pid)
-                if argv and Path(argv[0]).name == "slurmd" and ns and ns != host_ns:
-                    out[node] = ns
-                    break
-                if not _proc_alive(pid):
-                    raise LabError(f"slurmd for {node} died:\n{self._logs_excerpt()}")
-                if time.monotonic() > deadline:
-                    raise LabError(f"slurmd for {node} did not start:\n{self._logs_excerpt()}")
-                time.sleep(0.05)
-        return out
+    def _wait_node(self, node: str, rec: Mapping[str, Any], timeout: float = 10) -> dict[str, Any]:
+        """Wait until the node's init runs slurmd; return its record with every pid and ns.
+
+        ``init`` and ``slurmd`` are host pids (with start times); ``mnt`` and ``pidns`` the
+        node's namespace ids, by which :meth:`node_of_pid` tells a process's node.
+        """
+        upid, ustart = rec["unshare"]
+        deadline = time.monotonic() + timeout
+        while True:
+            # unshare's child is sh, which mounts and then execs the init (same pid).
+            inits = [
+                p for p in _children(upid) if _proc_argv(p)[1:2] == (str(self.bin_dir / NODE_INIT),)
+            ]
+            slurmds = [
+                p
+                for init in inits
+                for p in _children(init)
+                if Path((*_proc_argv(p), "")[0]).name == "slurmd"
+            ]
+            if inits and slurmds:
+                init, slurmd = inits[0], slurmds[0]
+                return {
+                    "unshare": [upid, ustart],
+                    "boot_id": rec.get("boot_id"),
+                    "init": [init, _proc_start_time(init)],
+                    "slurmd": [slurmd, _proc_start_time(slurmd)],
+                    "mnt": _mnt_ns(init),
+                    "pidns": _pid_ns(init),
+                }
+            if not _proc_alive(upid, ustart):
+                raise LabError(f"node {node} died at start:\n{self._logs_excerpt()}")
+            if time.monotonic() > deadline:
+                raise LabError(f"slurmd of {node} did not start:\n{self._logs_excerpt()}")
+            time.sleep(0.05)
 
     def _wait_ready(self) -> None:
         """Ready means ready: every node idle in sinfo (drained ones resumed), bounded."""
@@ -1035,29 +1136,60 @@ PrologEpilogTimeout=180
             return {}
 
     @staticmethod
-    def _recorded(state: Mapping[str, Any]) -> list[tuple[str, int, int]]:
-        """(name, pid, start time) of every daemon in the state file, slurmds first."""
-        out = [(f"slurmd {n}", int(p), int(s)) for n, (p, s) in state.get("slurmd", {}).items()]
+    def _node_records(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """node -> its record (``unshare``, ``init``, ``slurmd``: [host pid, start]; ``mnt``,
+        ``pidns``: namespace ids; ``boot_id``). Fields not known yet (a node still starting)
+        are absent.
+        """
+        return {n: dict(rec) for n, rec in state.get("node", {}).items()}
+
+    @classmethod
+    def _recorded(cls, state: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+        """(name, pid, start time) of every daemon in the state file, nodes first.
+
+        A node is its init (PID 1 of its namespace: it lives exactly as long as slurmd),
+        or, before the init is known, the unshare that starts it.
+        """
+        out = []
+        for node, rec in cls._node_records(state).items():
+            pid, start = rec.get("init") or rec["unshare"]
+            out.append((f"node {node}", int(pid), int(start)))
         for name in ("slurmctld", "munged", "globus_api"):
             if state.get(name):
                 pid, start = state[name]
                 out.append((name.replace("_", "-"), int(pid), int(start)))
         return out
 
-    def slurmd_pid(self, node: str) -> int:
-        """The pid of a node's running slurmd (the handle on the node's mount namespace)."""
-        state = self._load_state()
-        try:
-            pid, start = state["slurmd"][node]
-        except KeyError:
-            raise LabError(f"no slurmd recorded for {node}: is the lab up?") from None
+    def _node_pid(self, node: str, which: str) -> int:
+        rec = self._node_records(self._load_state()).get(node, {})
+        if which not in rec:
+            raise LabError(f"no {which} recorded for {node}: is the lab up?")
+        pid, start = rec[which]
         if not _proc_alive(pid, start):
-            raise LabError(f"slurmd of {node} (pid {pid}) is not running")
+            raise LabError(f"the {which} of {node} (host pid {pid}) is not running")
         return int(pid)
 
-    def node_namespaces(self) -> dict[str, str]:
-        """node -> mount namespace id (``mnt:[...]``) of that node."""
-        return dict(self._load_state().get("ns", {}))
+    def node_boot_id(self, node: str) -> str:
+        """The node's ``/proc/sys/kernel/random/boot_id``: new at each start (reboot)."""
+        rec = self._node_records(self._load_state()).get(node, {})
+        if "boot_id" not in rec:
+            raise LabError(f"no boot id recorded for {node}: is the lab up?")
+        return str(rec["boot_id"])
+
+    def node_init_pid(self, node: str) -> int:
+        """Host pid of a node's init (PID 1 in the node): the handle on its namespaces."""
+        return self._node_pid(node, "init")
+
+    def slurmd_pid(self, node: str) -> int:
+        """Host pid of a node's running slurmd (the init's child)."""
+        return self._node_pid(node, "slurmd")
+
+    def node_namespaces(self, kind: str = "pid") -> dict[str, str]:
+        """node -> that node's namespace id of ``kind``: ``pid`` (``pid:[...]``) or ``mnt``."""
+        key = "pidns" if kind == "pid" else kind
+        return {
+            n: rec[key] for n, rec in self._node_records(self._load_state()).items() if key in rec
+        }
 
     # ----------------------------------------------------------------- down
 
@@ -1065,10 +1197,11 @@ PrologEpilogTimeout=180
         """Stop everything the lab started, and only that; idempotent.
 
         Order: cancel jobs (so epilogs run and stop GCP the normal way), kill what is left
-        in the nodes' mount namespaces (job steps, GCP, detached drains: only lab nodes run
-        there), stop the slurmds, slurmctld, munged and the Globus API emulator by recorded
-        pid, then kill leftover processes of the lab users, clear their pools and the served
-        collections.
+        in the nodes' namespaces (job steps, GCP, detached drains: only lab nodes run
+        there), stop the nodes (SIGTERM to each node's init, which stops slurmd and exits,
+        and the kernel kills whatever still ran in its PID namespace), then slurmctld,
+        munged and the Globus API emulator by recorded pid, then kill leftover processes of
+        the lab users, clear their pools and the served collections.
 
         A lab brought up by another process that still runs (another pytest session, a
         demo) is not taken down unless ``force``: that would pull the cluster from under it.
@@ -1082,20 +1215,30 @@ PrologEpilogTimeout=180
                 f"the lab at {self.root} is in use by pid {owner[0]} ({argv}); "
                 "let it finish, or take the lab down anyway with `lab down --force`"
             )
-        namespaces = set(state.get("ns", {}).values())
-        host_ns = {_mnt_ns(1), _mnt_ns(os.getpid())}
-        namespaces -= host_ns  # never, whatever the state file says
+        nodes = self._node_records(state)
+        namespaces = {rec.get(k) for rec in nodes.values() for k in ("mnt", "pidns")}
+        host = os.getpid()
+        # Never the host's, whatever the state file says.
+        namespaces -= {None, _mnt_ns(1), _mnt_ns(host), _pid_ns(1), _pid_ns(host)}
         daemons = [(n, p, s) for n, p, s in self._recorded(state) if _proc_alive(p, s)]
         ctld_alive = any(n == "slurmctld" for n, _, _ in daemons)
-        slurmd_alive = any(n.startswith("slurmd") for n, _, _ in daemons)
+        slurmd_alive = any(n.startswith("node ") for n, _, _ in daemons)
         if ctld_alive and slurmd_alive and self.slurm_conf.exists():
             self.cancel_all_jobs(timeout=30, check=False)
-        daemon_pids = {p for _, p, _ in daemons}
-        in_nodes = lambda pid: pid not in daemon_pids and _mnt_ns(pid) in namespaces  # noqa: E731
+        keep = {
+            rec[k][0] for rec in nodes.values() for k in ("unshare", "init", "slurmd") if k in rec
+        }
+
+        def in_nodes(pid: int) -> bool:
+            return pid not in keep and bool({_mnt_ns(pid), _pid_ns(pid)} & namespaces)
+
         self._kill_where(in_nodes, "node namespace")
+        for node, rec in nodes.items():
+            self._stop_node(node, rec)
         for name, pid, start in daemons:
-            self._stop_pid(name, pid, start)
-        self._kill_where(in_nodes, "node namespace")  # anything a dying slurmd started
+            if not name.startswith("node "):
+                self._stop_pid(name, pid, start)
+        self._kill_where(in_nodes, "node namespace")  # nothing, unless a namespace leaked
         uids = set()
         for user in self.users:
             with contextlib.suppress(KeyError):
@@ -1180,7 +1323,26 @@ PrologEpilogTimeout=180
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
 
-    def _stop_pid(self, name: str, pid: int, start: int, grace: float = 15) -> None:
+    def _stop_node(self, node: str, rec: Mapping[str, Any], hard: bool = False) -> None:
+        """Stop a node: SIGTERM its init (slurmd stops, then the init exits), or with
+        ``hard`` SIGKILL it (a power cut). Either way the kernel then kills everything left
+        in the node's PID namespace, and unshare, its parent on the host, exits."""
+        if "init" in rec:
+            pid, start = rec["init"]
+            sigs = (signal.SIGKILL,) if hard else (signal.SIGTERM, signal.SIGKILL)
+            self._stop_pid(f"init of {node}", pid, start, signals=sigs)
+        if "unshare" in rec:  # blocks SIGTERM; SIGKILL kills the node too (--kill-child)
+            pid, start = rec["unshare"]
+            self._stop_pid(f"unshare of {node}", pid, start, signals=(signal.SIGKILL,))
+
+    def _stop_pid(
+        self,
+        name: str,
+        pid: int,
+        start: int,
+        grace: float = 15,
+        signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGKILL),
+    ) -> None:
         proc = self._children.get(pid)
 
         def alive() -> bool:
@@ -1191,7 +1353,7 @@ PrologEpilogTimeout=180
                 return proc.poll() is None
             return _proc_alive(pid, start)
 
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in signals:
             if not alive():
                 break
             with contextlib.suppress(ProcessLookupError):
@@ -1236,13 +1398,25 @@ PrologEpilogTimeout=180
             "daemons": daemons,
             "up": self.is_up(),
             "globus_api_url": self._globus_api_url(),
+            "nodes": {
+                node: {
+                    "init_pid": rec.get("init", [None])[0],
+                    "slurmd_pid": rec.get("slurmd", [None])[0],
+                    "pidns": rec.get("pidns"),
+                    "mntns": rec.get("mnt"),
+                }
+                for node, rec in self._node_records(state).items()
+            },
         }
         if out["up"]:
             out["sinfo"] = self.sinfo_states()
             out["jobs"] = self._slurm(
                 ["squeue", "-h", "-o", "%i %u %T %N"], check=False
             ).stdout.splitlines()
-            out["gcp"] = [f"{g.user}@{g.node} pid {g.pid}" for g in self.gcp_processes()]
+            out["gcp"] = [
+                f"{g.user}@{g.node} pid {g.node_pid} (host pid {g.pid})"
+                for g in self.gcp_processes()
+            ]
         return out
 
     # ----------------------------------------------------------------- Slurm commands
@@ -1394,6 +1568,47 @@ PrologEpilogTimeout=180
                 raise LabError(f"job {job_id} not running after {timeout}s: {info}")
             time.sleep(0.2)
 
+    def node_info(self, node: str) -> dict[str, str]:
+        """``scontrol -o show node`` of a node, as Key -> value."""
+        cp = self._slurm(["scontrol", "-o", "show", "node", node], timeout=15)
+        return _parse_scontrol_record(cp.stdout.strip())
+
+    def reboot_node(self, node: str, timeout: float = 60) -> float:
+        """Power-cycle ``node``; return the seconds it took until its new slurmd registered.
+
+        SIGKILL to the node's init: the kernel kills everything on the node at once
+        (slurmd, slurmstepds, jobs, GCP, drains; no epilog runs), and its node-local /tmp
+        and /run/globus-tmp vanish with its mount namespace. Then a fresh node starts (new
+        namespaces, empty tmpfs's), as after a reboot; its SlurmdSpoolDir is kept, like a
+        node's local disk. Returns once slurmctld has the new slurmd's registration
+        (``SlurmdStartTime`` changed). What happens to the jobs that ran there is left to
+        Slurm and the caller (``scancel``, ``scontrol update state=resume``).
+        """
+        t0 = time.monotonic()
+        state = self._load_state()
+        rec = self._node_records(state).get(node)
+        if rec is None:
+            raise LabError(f"no {node} recorded: is the lab up?")
+        registered = self.node_info(node).get("SlurmdStartTime")
+        self._stop_node(node, rec, hard=True)
+        if rec.get("pidns") and any(_pid_ns(p) == rec["pidns"] for p in _all_pids()):
+            raise LabError(f"processes of {node} survived its init's SIGKILL")
+        state["node"][node] = self._start_node(node)
+        self._save_state(state)
+        state["node"][node] = self._wait_node(node, state["node"][node])
+        self._save_state(state)
+        deadline = time.monotonic() + timeout
+        while self.node_info(node).get("SlurmdStartTime") == registered:
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the new slurmd of {node} did not register in {timeout:.0f}s\n"
+                    + self._logs_excerpt(10)
+                )
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+        self._log(f"{node} rebooted in {took:.1f}s")
+        return took
+
     # ----------------------------------------------------------------- inside nodes
 
     def node_exec(
@@ -1405,21 +1620,67 @@ PrologEpilogTimeout=180
         timeout: float = 30,
         user: Optional[str] = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a node's mount namespace (its /tmp and /run/globus-tmp)."""
-        pre = ["nsenter", "-t", str(self.slurmd_pid(node)), "-m", "--"]
+        """Run a command on a node: in its mount namespace (its /tmp, /run/globus-tmp and
+        /proc) and its PID namespace (``ps``, ``kill`` and pids are the node's)."""
+        # nsenter forks after entering: the PID namespace only applies to its children.
+        pre = ["nsenter", "-t", str(self.node_init_pid(node)), "-m", "-p", "--"]
         if user:
             pre += ["runuser", "-u", user, "--"]
         return _run([*pre, *argv], check=check, timeout=timeout)
 
     def node_of_pid(self, pid: int) -> Optional[str]:
-        """The lab node whose mount namespace the process is in (None: none of them)."""
-        ns = _mnt_ns(pid)
-        if ns is None:
+        """The lab node whose PID namespace a host pid is in (None: none of them).
+
+        A process entered into a node's mount namespace only (``nsenter -m``) counts too.
+        """
+        return self._node_finder()(pid)
+
+    def _node_finder(self) -> Callable[[int], Optional[str]]:
+        """A host pid -> its node, reading the state file once (for scans of /proc)."""
+        by_pid_ns = {ns: n for n, ns in self.node_namespaces("pid").items()}
+        by_mnt_ns = {ns: n for n, ns in self.node_namespaces("mnt").items()}
+
+        def node_of(pid: int) -> Optional[str]:
+            return by_pid_ns.get(_pid_ns(pid) or "") or by_mnt_ns.get(_mnt_ns(pid) or "")
+
+        return node_of
+
+    def node_pid(self, pid: int) -> Optional[int]:
+        """A host pid as its node sees it (``NSpid:``), as in the hooks' state and logs.
+
+        None if the process is gone or runs on no lab node.
+        """
+        if self.node_of_pid(pid) is None:
             return None
-        for node, node_ns in self.node_namespaces().items():
-            if node_ns == ns:
-                return node
+        pids = _ns_pids(pid)
+        return pids[-1] if len(pids) > 1 else None
+
+    def host_pid(self, node: str, node_pid: int) -> Optional[int]:
+        """The host pid of the process that ``node`` knows as ``node_pid`` (None: none)."""
+        ns = self.node_namespaces("pid").get(node)
+        for pid in _all_pids():
+            pids = _ns_pids(pid)
+            if len(pids) > 1 and pids[-1] == node_pid and _pid_ns(pid) == ns:
+                return pid
         return None
+
+    def node_processes(self, node: str) -> list[int]:
+        """Host pids of every process on ``node`` (in its PID namespace)."""
+        ns = self.node_namespaces("pid").get(node)
+        return sorted(p for p in _all_pids() if ns and _pid_ns(p) == ns)
+
+    def node_user_state(self, node: str, user: str) -> Optional[dict[str, Any]]:
+        """The hooks' node-local state of ``user`` on ``node`` (``users/<user>.json``), or
+        None if there is none. Its pids are the node's (see :meth:`host_pid`)."""
+        path = f"{self.node_state_dir(node)}/users/{user}.json"
+        cp = self.node_exec(node, ["cat", path])
+        if cp.returncode != 0:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(cp.stdout)
+        except ValueError as exc:
+            raise LabError(f"{node}:{path} is not JSON ({exc}): {cp.stdout[:200]!r}") from None
+        return data
 
     def hook_log(self, node: str) -> str:
         """The hooks' log on a node (``/run/globus-tmp/<node>/hooks.log``); '' if none."""
@@ -1431,14 +1692,15 @@ PrologEpilogTimeout=180
     ) -> list[GcpProc]:
         """Running GCP emulator instances (``-start``) of this lab, with user and node.
 
-        Of this lab: in a lab node's mount namespace, or run from the lab's copy of the
-        emulators; other emulators on the host (other test suites) are not the lab's.
+        Of this lab: on a lab node (its PID or mount namespace), or run from the lab's copy
+        of the emulators; other emulators on the host (other test suites) are not the lab's.
+        ``pid`` is the host's pid, ``node_pid`` the node's (as the hooks record it).
 
         A running instance is the outermost process whose argv runs the emulator with
         ``-start`` (or ``-debug``); ``-status``/``-stop`` calls are short-lived clients and
         are left out unless ``all_calls``. A launcher and its child count once.
         """
-        ns_to_node = {ns: n for n, ns in self.node_namespaces().items()}
+        node_of = self._node_finder()
         emu_dir = str(self.emulators_dir)
         matched: dict[int, tuple[str, ...]] = {}
         for pid in _all_pids():
@@ -1461,10 +1723,14 @@ PrologEpilogTimeout=180
             name = _user_name(uid)
             if user is not None and name != user:
                 continue
-            node = ns_to_node.get(_mnt_ns(pid) or "")
+            node = node_of(pid)
             if node is None and not any(a.startswith(emu_dir) for a in argv):
                 continue  # another emulator on this host (e.g. the emulator's own tests)
-            out.append(GcpProc(pid=pid, uid=uid, user=name, node=node, argv=argv))
+            ns_pids = _ns_pids(pid)
+            node_pid = ns_pids[-1] if node and len(ns_pids) > 1 else None
+            out.append(
+                GcpProc(pid=pid, uid=uid, user=name, node=node, argv=argv, node_pid=node_pid)
+            )
         return sorted(out, key=lambda g: (g.node or "", g.user, g.pid))
 
     def wait_no_gcp(
@@ -1514,6 +1780,45 @@ PrologEpilogTimeout=180
                 if p.is_dir() and not p.is_symlink():
                     p.chmod(0o700)
         return ids
+
+    def leases(self, user: str) -> dict[str, str]:
+        """Pool entry -> the node holding its lease (``<cluster>/<node>`` if not this lab's).
+
+        Each entry's lease is its highest ``.lease.<N>`` file (a JSON record: ``held``,
+        ``cluster``, ``node``...); a checkout still on the single ``registry.json`` of
+        earlier versions is read from there.
+        """
+        out: dict[str, str] = {}
+        try:
+            entries = sorted(p for p in self.pool_dir(user).iterdir() if p.is_dir())
+        except FileNotFoundError:
+            entries = []
+        found = False
+        for entry in entries:
+            gens = [
+                int(f.name[len(".lease.") :])
+                for f in entry.iterdir()
+                if f.name.startswith(".lease.") and f.name[len(".lease.") :].isdigit()
+            ]
+            if not gens:
+                continue
+            found = True
+            path = entry / f".lease.{max(gens)}"
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise LabError(f"{path} is unreadable: {exc}") from None
+            if record.get("held"):
+                cluster, node = record.get("cluster", ""), str(record.get("node", ""))
+                out[entry.name] = node if cluster in ("", LAB_CLUSTER) else f"{cluster}/{node}"
+        registry = self.user_dir(user) / "registry.json"
+        if found or not registry.exists():
+            return out
+        try:
+            data = json.loads(registry.read_text())
+        except (OSError, ValueError) as exc:
+            raise LabError(f"{registry} is unreadable: {exc}") from None
+        return {name: str(lease["node"]) for name, lease in data.get("leases", {}).items()}
 
     def user_dir(self, user: str) -> Path:
         """The user's globus-tmp dir (``user_dir = "~/.globus-tmp"``): pool, tokens, logs."""
