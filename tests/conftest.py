@@ -58,6 +58,8 @@ def site(unit_users: dict[str, UnixUser]) -> Iterator[Site]:
     try:
         yield s
     finally:
+        for listener in s.steps.values():
+            listener.close()
         kill_drains()
         for user in unit_users.values():
             kill_user_processes(user.uid)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -39,10 +40,23 @@ def ensure_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
+def _ours(proc: psutil.Process) -> bool:
+    """In this test's PID namespace: a Slurm lab running beside it has nodes of its own."""
+    try:
+        return os.readlink(f"/proc/{proc.pid}/ns/pid") == _OWN_PID_NS
+    except OSError:
+        return False
+
+
+_OWN_PID_NS = os.readlink("/proc/self/ns/pid")
+
+
 def gcp_processes(uid: int | None = None) -> list[psutil.Process]:
     """Running GCP emulator instances (the ``-start`` processes), optionally of one uid."""
     found = []
     for proc in psutil.process_iter(["uids", "cmdline", "status"]):
+        if not _ours(proc):
+            continue
         try:
             argv = proc.info["cmdline"] or []
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
@@ -107,6 +121,8 @@ class Site:
     config: Path
     users: dict[str, UnixUser]
     settings: dict[str, object] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
+    """Listening sockets standing for live slurmstepd steps (see :meth:`step`)."""
 
     def state_dir(self, node: str = "n1") -> Path:
         return self.root / "state" / node
@@ -215,13 +231,18 @@ class Site:
         spool = self.root / "spool" / node
         spool.mkdir(mode=0o755, parents=True, exist_ok=True)
         path = spool / f"{node}_{job}.{step}"
-        if not live:
+        if not live:  # the step ended: slurmstepd closes and removes its socket
+            listener = self.steps.pop(str(path), None)
+            if listener is not None:
+                listener.close()
             path.unlink(missing_ok=True)
             return
         import socket
 
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.bind(str(path))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(8)
+        self.steps[str(path)] = listener
 
     def prolog(
         self, job: str, user: str = "gtunit1", node: str = "n1"
@@ -285,6 +306,8 @@ def kill_user_processes(uid: int) -> None:
 def drain_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
+        if not _ours(proc):
+            continue
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue

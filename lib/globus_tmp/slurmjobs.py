@@ -20,6 +20,7 @@ dropping a job that still runs stops GCP under it, so a job is dropped only on p
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Collection
 from pathlib import Path
@@ -56,8 +57,13 @@ class JobProbe(Protocol):
         when Slurm cannot be asked."""
 
 
-def step_jobs(spool: Path, node: str) -> set[str] | None:
-    """Job ids with a step socket of ``node`` in ``spool``; None if it cannot be trusted."""
+def step_jobs(spool: Path, node: str, probe: Collection[str] = ()) -> set[str] | None:
+    """Job ids with a step socket of ``node`` in ``spool``; None if it cannot be trusted.
+
+    A socket of a job in ``probe`` counts only if a slurmstepd still listens on it: a
+    node that died hard (power cut, killed slurmd) leaves its steps' sockets behind, and
+    a connect to those is refused at once.
+    """
     try:
         st = os.lstat(spool)
     except OSError:
@@ -81,9 +87,24 @@ def step_jobs(spool: Path, node: str) -> set[str] | None:
             est = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if stat.S_ISSOCK(est.st_mode) and est.st_uid == 0:
+        if not (stat.S_ISSOCK(est.st_mode) and est.st_uid == 0):
+            continue
+        if job in found or job not in probe or _listening(entry.path):
             found.add(job)
     return found
+
+
+def _listening(path: str) -> bool:
+    """Whether a process listens on the Unix socket ``path`` (refused: a dead step's)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return True  # busy or slow is not proof of death
+    return True
 
 
 class SlurmJobProbe:
@@ -102,7 +123,7 @@ class SlurmJobProbe:
 
     def gone(self, user: str, job_ids: Collection[str]) -> tuple[set[str], str]:
         spool = self.settings.spool_dir_for(self.node)
-        here = step_jobs(spool, self.node)
+        here = step_jobs(spool, self.node, probe=job_ids)
         unseen = set(job_ids) if here is None else {j for j in job_ids if j not in here}
         if not unseen:
             return set(), "every job has a step here"

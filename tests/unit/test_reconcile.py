@@ -74,14 +74,22 @@ def test_an_unreadable_state_file_gets_its_job_set_back_from_slurm(tmp_path: Pat
 # the probe: slurmd's step sockets, Contain, and what is never taken as proof ----------
 
 
-def _spool(tmp_path: Path, node: str, jobs: dict[str, str]) -> Path:
-    """A spool dir like slurmd's: root-owned sockets ``<node>_<job>.<step>``."""
+_STEPS: list[socket.socket] = []  # listening, like a live slurmstepd, for the whole run
+
+
+def _spool(tmp_path: Path, node: str, jobs: dict[str, str], live: bool = True) -> Path:
+    """A spool dir like slurmd's: root-owned sockets ``<node>_<job>.<step>``, listened on
+    (``live``) or left behind by a dead step."""
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o755, exist_ok=True)
     for job, step in jobs.items():
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(spool / f"{node}_{job}.{step}"))
-        sock.close()
+        if live:
+            sock.listen(1)
+            _STEPS.append(sock)
+        else:
+            sock.close()
     return spool
 
 
@@ -102,6 +110,16 @@ def test_step_sockets_are_read_and_only_root_owned_sockets_count(tmp_path: Path)
     forged.close()
     os.chown(spool / "n1_14.0", 65534, 65534)  # a user's socket is no witness
     assert step_jobs(spool, "n1") == {"10", "11"}
+
+
+def test_a_dead_steps_socket_left_behind_is_no_witness(tmp_path: Path) -> None:
+    """A node that died hard leaves its steps' sockets; nobody listens on them."""
+    _spool(tmp_path, "n1", {"10": "4294967292"}, live=False)
+    spool = _spool(tmp_path, "n1", {"11": "4294967292"})
+    assert step_jobs(spool, "n1") == {"10", "11"}, "not probed: present counts"
+    assert step_jobs(spool, "n1", probe=["10", "11"]) == {"11"}
+    probe = SlurmJobProbe(read_slurm_settings(_conf(tmp_path, spool, "Alloc,Contain")), "n1")
+    assert probe.gone("alice", ["10", "11"])[0] == {"10"}
 
 
 def test_an_untrusted_spool_dir_proves_nothing(tmp_path: Path) -> None:
