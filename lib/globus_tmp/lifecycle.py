@@ -166,6 +166,8 @@ class NodeLifecycle:
             if instance is not None and state.phase in (PHASE_RUNNING, PHASE_DRAINING):
                 drained = state.phase == PHASE_DRAINING
                 state.phase = PHASE_RUNNING
+                if drained:  # the drain steps aside when it sees the job; a later one starts afresh
+                    state.drain_until, state.drain_tasks = None, []
                 self.store.write(state)
                 return self._with_repair(
                     user,
@@ -196,6 +198,7 @@ class NodeLifecycle:
                     )
                 state.phase, state.instance, state.error = PHASE_STARTING, None, None
                 state.starting = StartRecord()
+                state.clear_drain()
                 self.store.write(state)
             from .gcp import ControlSocket
 
@@ -432,18 +435,19 @@ class NodeLifecycle:
     # -- repair ------------------------------------------------------------------
 
     def _with_repair(self, user: UserIdentity, state: UserNodeState, message: str) -> str:
-        """Run :meth:`repair` when the state shows a leftover and nobody is at work."""
-        if not needs_repair(state) or self.store.gcp_lock_busy(user.name):
+        """Run :meth:`repair` when the state shows a leftover."""
+        if not needs_repair(state):
             return message
         try:
-            return _notes(self.repair(user, wait=0.0), message)
+            return _notes(self.repair(user), message)
         except GlobusTmpError as exc:
             return f"{message}; repair failed ({exc})"
 
-    def repair(self, user: UserIdentity, wait: float | None = None) -> list[str]:
-        """Finish what an interrupted hook or drain left; one note per repair."""
-        with self.store.gcp_lock(user.name, self._left() if wait is None else wait):
-            return self._repair_locked(user)
+    def repair(self, user: UserIdentity) -> list[str]:
+        """Finish what an interrupted hook or drain left; one note per repair. A user
+        whose GCP a hook is starting or stopping right now is left to that hook."""
+        with self.store.gcp_lock_if_free(user.name) as free:
+            return self._repair_locked(user) if free else []
 
     def _repair_locked(self, user: UserIdentity) -> list[str]:
         """The repairs; the caller holds the gcp lock, so no start or stop is under way."""
@@ -548,6 +552,7 @@ class NodeLifecycle:
         me = ProcessRef.of(os.getpid())
         idle_since: float | None = None
         live_tasks = tuple(self.store.read(user.name, user.uid).drain_tasks)
+        blind = False  # the API cannot be asked about tasks it showed live
         while True:
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
@@ -576,10 +581,11 @@ class NodeLifecycle:
                     if state.drain == me:
                         state.drain_tasks = list(live_tasks)
                         self.store.write(state)
-            if not activity.verified and live_tasks:
+            blind_now = not activity.verified and bool(live_tasks)
+            if blind_now and not blind:  # once per outage, not once per poll
                 self.log.info(f"task(s) {', '.join(live_tasks)} taken as live: {activity.detail}")
-                idle_since = None
-            elif activity.active:
+            blind = blind_now
+            if blind or activity.active:
                 idle_since = None
             else:
                 idle_since = now if idle_since is None else idle_since

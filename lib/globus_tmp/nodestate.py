@@ -186,6 +186,21 @@ class NodeStateStore:
         with self._lock(user, "gcp", timeout):
             yield
 
+    @contextlib.contextmanager
+    def gcp_lock_if_free(self, user: str) -> Iterator[bool]:
+        """The gcp lock if nobody holds it (True), else at once False: for repairs that
+        leave a user alone while a hook is at work."""
+        lock = FlockFile(self.root / "locks" / f"{user}.gcp.lock")
+        try:
+            lock.acquire(0)
+        except LockTimeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
     def gcp_lock_busy(self, user: str) -> bool:
         """Whether a start or stop of ``user``'s GCP is under way right now."""
         lock = FlockFile(self.root / "locks" / f"{user}.gcp.lock")

@@ -64,7 +64,7 @@ class NodeReconciler:
         if gone:
             notes.append(gone)
         if needs_repair(state):
-            notes += lc.repair(user, wait=0.0)
+            notes += lc.repair(user)
         notes += self._orphans(user)
         state = store.read(user.name, user.uid)
         drain = state.drain
@@ -86,7 +86,9 @@ class NodeReconciler:
         lc = self.lifecycle
         store = lc.store
         notes: list[str] = []
-        with store.gcp_lock(user.name, 0.0):
+        with store.gcp_lock_if_free(user.name) as free:
+            if not free:
+                return notes  # a hook is at work for this user: leave it alone
             actions = lc.actions_for(user)
             found = actions.pool_instances(lc._step())
             if not found:
