@@ -27,7 +27,7 @@ import time
 from .config import Config, load_config
 from .drain import launch_detached
 from .errors import ConfigError
-from .hooklog import HookLog
+from .hooklog import HookLog, escape_control
 from .hookrunner import alarm_backstop, log_failure
 from .job import UserIdentity, node_name
 from .lifecycle import NodeLifecycle
@@ -88,8 +88,12 @@ def _reconcile(cfg: Config, node: str, only: str | None, log: HookLog) -> None:
     else:
         results = reconciler.node()
     for name, note in results:
-        print(f"{name}: {note}")
-    log.info(f"reconciled {len(store.users())} user(s), {len(results)} repair(s)")
+        print(escape_control(f"{name}: {note}"))
+    summary = f"reconciled {len(store.users())} user(s), {len(results)} repair(s)"
+    if results:  # a quiet node stays quiet in its log; the summary still goes to stdout
+        log.info(summary)
+    else:
+        print(summary)
 
 
 def healthcheck_main() -> int:
