@@ -109,7 +109,7 @@ class UnixUser:
 
         leases = EndpointPool(self.user_dir).leases()
         return {
-            n: {"node": le.node, "since": le.since, "phase": le.phase} for n, le in leases.items()
+            n: {"node": le.owner, "since": le.since, "phase": le.phase} for n, le in leases.items()
         }
 
 

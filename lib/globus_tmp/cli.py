@@ -205,7 +205,7 @@ def _list(cfg: Config, pool: EndpointPool, user_dir: Path, as_json: bool) -> int
             {
                 "name": e.name,
                 "endpoint_id": e.endpoint_id,
-                "node": leases[e.name].node if e.name in leases else None,
+                "node": leases[e.name].owner if e.name in leases else None,
                 "since": leases[e.name].since if e.name in leases else None,
                 "phase": leases[e.name].phase if e.name in leases else None,
                 "drain_until": leases[e.name].drain_until if e.name in leases else None,
@@ -221,7 +221,7 @@ def _list(cfg: Config, pool: EndpointPool, user_dir: Path, as_json: bool) -> int
     seen = {True: "connected", False: "not connected", None: "Globus not asked"}
     for e in entries:
         held = leases.get(e.name)
-        where = f"leased to {held.node} since {_when(held.since)}" if held else "free"
+        where = f"leased to {held.owner} since {_when(held.since)}" if held else "free"
         if held and held.phase == "draining" and held.drain_until:
             where += f", draining until {_when(held.drain_until)}"
         print(f"{e.name:<12} {e.endpoint_id}  {where:<40} {seen[connected.get(e.endpoint_id)]}")

@@ -209,19 +209,13 @@ def _store_table(cache_dir: str, path: Path, st: os.stat_result, raw: dict[str, 
         text = json.dumps({"file": _fingerprint(path, st), "table": raw})
     except (TypeError, ValueError):
         return  # e.g. a TOML date: not worth caching
-    target = _cache_file(cache_dir, path)
-    tmp = f"{target}.{os.getpid()}.tmp"
+    from .nodestate import write_atomic  # a cache miss only: keeps the hot path lean
+
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, target)
+        write_atomic(Path(_cache_file(cache_dir, path)), text, 0o644)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def _root_only(st: os.stat_result, is_type: Callable[[int], bool]) -> bool:

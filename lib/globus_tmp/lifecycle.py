@@ -229,20 +229,25 @@ class NodeLifecycle:
 
     def _record_progress(self, user: UserIdentity, data: Any) -> None:
         """What the start step has done so far, in node state before anything else."""
-        if not isinstance(data, dict):
+        leased = data.get("leased") if isinstance(data, dict) else None
+        spawned = data.get("spawned") if isinstance(data, dict) else None
+        try:  # the step is the user's: take only well-formed values
+            pid = int(spawned["pid"]) if isinstance(spawned, dict) else None
+            ticks = int(spawned["start_ticks"]) if isinstance(spawned, dict) else None
+        except (KeyError, TypeError, ValueError):
+            pid = ticks = None
+        if not isinstance(leased, str) and pid is None:
             return
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             record = state.starting or StartRecord()
-            if isinstance(data.get("leased"), str):
-                record.entry = data["leased"]
-            spawned = data.get("spawned")
-            if isinstance(spawned, dict):
-                record.pid = int(spawned["pid"])
-                record.start_ticks = int(spawned["start_ticks"])
+            if isinstance(leased, str):
+                record.entry = leased
+            if pid is not None:
+                record.pid, record.start_ticks = pid, ticks
             state.starting = record
             self.store.write(state)
-        if isinstance(spawned, dict):
+        if pid is not None:
             failpoint("prolog.after_spawn")
 
     def _abandon_start(self, user: UserIdentity, why: str) -> None:

@@ -203,13 +203,8 @@ class NodeStateStore:
 
     def gcp_lock_busy(self, user: str) -> bool:
         """Whether a start or stop of ``user``'s GCP is under way right now."""
-        lock = FlockFile(self.root / "locks" / f"{user}.gcp.lock")
-        try:
-            lock.acquire(0)
-        except LockTimeout:
-            return True
-        lock.release()
-        return False
+        with self.gcp_lock_if_free(user) as free:
+            return not free
 
     def users(self) -> list[str]:
         """Users with a state file on this node."""

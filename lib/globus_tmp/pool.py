@@ -46,17 +46,6 @@ class PoolEntry:
     endpoint_id: str
 
 
-@dataclass(frozen=True)
-class Lease:
-    """Which node holds a pool entry, since when, and whether it is draining."""
-
-    name: str
-    node: str
-    since: float
-    phase: str = "running"
-    drain_until: float | None = None
-
-
 class LeaseProver(Protocol):
     """Decides whether a lease held by another node is provably free."""
 
@@ -115,8 +104,8 @@ class EndpointPool:
 
     # -- leases ------------------------------------------------------------------
 
-    def leases(self) -> dict[str, Lease]:
-        """Current leases, by entry name (reads every entry: for listings)."""
+    def leases(self) -> dict[str, LeaseRecord]:
+        """Current held leases, by entry name (reads every entry: for listings)."""
         out = {}
         for name in self.names():
             try:
@@ -124,9 +113,7 @@ class EndpointPool:
             except (OSError, PoolError):
                 continue
             if record is not None and record.held:
-                out[name] = Lease(
-                    name, record.owner, record.since, record.phase, record.drain_until
-                )
+                out[name] = record
         return out
 
     def lease(

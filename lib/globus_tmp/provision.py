@@ -145,7 +145,7 @@ class EndpointProvisioner:
         lease = self.pool.leases().get(name)
         if lease is not None:
             raise GlobusTmpError(
-                f"{name} is leased to {lease.node}; it can be removed once no job of yours "
+                f"{name} is leased to {lease.owner}; it can be removed once no job of yours "
                 "runs there"
             )
         self._delete(entry.endpoint_id)

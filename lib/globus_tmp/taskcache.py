@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .boundedio import STATE, read_bounded
+from .nodestate import write_atomic
 
 Task = tuple[str, str, str]  # task id, source endpoint, destination endpoint
 _WAIT_STEP = 0.2
@@ -75,18 +76,11 @@ class TaskListCache:
         return doc if isinstance(doc, dict) else {}
 
     def _write(self, doc: dict[str, object]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(doc), 0o600)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass  # only a shared answer: each drain can still ask on its own
 
     def _claim(self, slot: int) -> bool:
         try:

@@ -94,7 +94,7 @@ def test_lease_is_exclusive_and_released(pool: EndpointPool) -> None:
     assert pool.release(a.name, node("n1"))
     c, _ = pool.lease("alice", node("n3"), NEVER)
     assert c == a
-    assert pool.leases()[a.name].node == "c1/n3"
+    assert pool.leases()[a.name].owner == "c1/n3"
 
 
 @pytest.mark.parametrize(
@@ -121,12 +121,12 @@ def test_a_held_lease_is_reclaimed_only_on_proof(
     if reclaimed:
         entry, note = pool.lease("alice", node("n2"), prover)
         assert entry.name == "ep1" and note and "reclaimed ep1 from c1/n1" in note
-        assert pool.leases()["ep1"].node == "c1/n2"
+        assert pool.leases()["ep1"].owner == "c1/n2"
         assert not pool.release("ep1", node("n1")), "the old holder no longer holds it"
     else:
         with pytest.raises(PoolExhaustedError, match="none is provably free"):
             pool.lease("alice", node("n2"), prover)
-        assert pool.leases()["ep1"].node == "c1/n1"
+        assert pool.leases()["ep1"].owner == "c1/n1"
 
 
 def test_a_killed_drain_keeps_its_lease_until_its_deadline(pool: EndpointPool) -> None:
@@ -150,7 +150,7 @@ def test_registry_json_is_migrated_on_first_use(pool: EndpointPool) -> None:
     entry, note = pool.lease("alice", node("n2"), NEVER)
     assert note and "migrated 1 lease(s)" in note
     assert entry.name == "ep2"
-    assert pool.leases()["ep1"].node == "c1/n1" and pool.leases()["ep1"].since == 1000.0
+    assert pool.leases()["ep1"].owner == "c1/n1" and pool.leases()["ep1"].since == 1000.0
     assert not pool.registry_path.exists()
     again, _ = pool.lease("alice", node("n1"), NEVER)
     assert again.name == "ep1", "the migrated holder finds its own lease"
@@ -163,7 +163,7 @@ def test_corrupt_registry_is_kept_aside(pool: EndpointPool) -> None:
     entry, note = pool.lease("alice", node("n1"), NEVER)
     assert entry.name == "ep1" and note and "unreadable" in note
     assert list(pool.root.glob("registry.json.corrupt-*"))
-    assert pool.leases()["ep1"].node == "c1/n1"
+    assert pool.leases()["ep1"].owner == "c1/n1"
 
 
 class CountingFs(FsOps):
