@@ -23,12 +23,17 @@ import resource
 import select
 import signal
 import time
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
 
 from . import errors
 from .errors import GlobusTmpError, PrivilegeError
 from .job import UserIdentity
+
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from typing import Any
+
+    ProgressSink = Callable[[Any], None]
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_ANSWER = 1 << 20
@@ -49,7 +54,6 @@ _STEP_LIMITS = {
 }
 _saved_limits: dict[int, tuple[int, int]] = {}
 
-ProgressSink = Callable[[Any], None]
 _progress: ProgressSink | None = None
 
 
@@ -246,6 +250,7 @@ def _kill(pid: int) -> None:
 def _reap(pid: int, deadline: float) -> None:
     """Collect the child, waiting at most until ``deadline`` (a child stuck in the kernel
     on a dead file system may not die at once; it is left to init when we exit)."""
+    pause = 0.0002  # a killed child is gone within a millisecond or so: poll fast first
     while True:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
@@ -253,4 +258,5 @@ def _reap(pid: int, deadline: float) -> None:
             return
         if done or time.monotonic() >= deadline:
             return
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
