@@ -8,9 +8,11 @@ Measures, as slurmd runs them (root, clean environment), the wall time of
 - the TaskProlog (once per task),
 
 each next to ``python -c pass`` from the same interpreter, measured in the same run,
-as a ratio. Goals: the Prolog's join path and the Epilog's non-last path at most 4x
-(they run for every job on every node), the rest under 8x. Also prints each path's
-peak RSS. Node state goes under ``/run`` as with the default ``state_dir``.
+as a ratio. Goals: the Prolog's join path at most 4x (every job on every node, and the
+only path that must not touch the user's home), the Epilog's non-last path at most 5x
+(also every job, and it looks for the job's declared stage-outs: one forked step as the
+user listing a directory in the home, ~3 ms plus its imports), the rest under 8x. Also
+prints each path's peak RSS. Node state goes under ``/run`` as with the default ``state_dir``.
 
 Run as root from the test venv (``tests/run`` builds it):
 ``/opt/globus-tmp-test/venv/bin/python bench/hot_paths.py [--runs N]``
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 USER = "gtbench"
 GOAL = 8.0
-HOOK_GOAL = 4.0
+GOALS = {"prolog join path": 4.0, "epilog non-last path": 5.0}
 STATE_DIR = Path("/run/globus-tmp-bench")
 
 
@@ -174,11 +176,12 @@ def main() -> int:
     over = False
     for name, seconds, rss in rows:
         ratio = seconds / bare
-        goal = HOOK_GOAL if name.startswith(("prolog", "epilog")) else GOAL
+        goal = GOALS.get(name, GOAL)
         over = over or ratio > goal
         verdict = f"<={goal:g}" if ratio <= goal else "OVER"
         print(f"{name:<22} {seconds * 1000:10.1f} {ratio:7.2f} {verdict:>6} {rss / 1024:13.1f}")
-    print(f"goals: hooks' paths at most {HOOK_GOAL:g}x, the rest under {GOAL:g}x a bare start")
+    hooks = ", ".join(f"{name} {goal:g}x" for name, goal in GOALS.items())
+    print(f"goals (x a bare start): {hooks}, the rest {GOAL:g}x")
     return 1 if over else 0
 
 

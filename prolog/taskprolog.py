@@ -20,7 +20,7 @@ def task_lines() -> list[str]:
     try:
         cfg = load_config()
         user = UserIdentity.current().name
-        info = lookup(cfg, node_name(os.environ), user)
+        info = lookup(cfg, node_name(os.environ), user, os.environ.get("SLURM_JOB_ID"))
     except GlobusTmpError as exc:
         return [f"print globus-tmp: {exc}", "unset GLOBUS_TMP_ENDPOINT_ID"]
     lines = [

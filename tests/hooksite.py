@@ -272,9 +272,9 @@ class Site:
         )
 
     def endpoint(
-        self, user: str = "gtunit1", *args: str, node: str = "n1"
+        self, user: str = "gtunit1", *args: str, node: str = "n1", job: str = "1"
     ) -> subprocess.CompletedProcess[str]:
-        return self.as_user(user, [str(BIN / "globus-tmp-endpoint"), *args], node=node)
+        return self.as_user(user, [str(BIN / "globus-tmp-endpoint"), *args], node=node, job=job)
 
     def wait_gcp_stopped(self, user: str = "gtunit1", timeout: float = 15.0) -> None:
         """Wait until the user has no GCP (after the last job, an unverified idle GCP is

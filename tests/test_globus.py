@@ -364,3 +364,87 @@ def test_transfer_api_faults_during_a_drain_never_stop_gcp_under_a_live_task(
     wait_for(lambda: "transfer over" in gsite.hook_log(), timeout=90, what="the drain to end")
     gsite.wait_gcp_stopped()
     Path("/tmp/gtunit1-faults.bin").unlink(missing_ok=True)
+
+
+def _declare(site: Site, job: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return site.endpoint("gtunit1", "stage-out", "--at-exit", *args, job=job)
+
+
+def test_stage_out_at_exit_is_submitted_by_the_epilog_and_followed_to_the_end(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = _logged_in_pool(gsite, api, 1)
+    collection, root = _collection(api, gsite)
+    gsite.prolog("700")
+    digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-atexit.bin", 20)
+    res = _declare(gsite, "700", "/tmp/gtunit1-atexit.bin", f"{collection}:/atexit.bin")
+    assert res.returncode == 0 and "declared" in res.stdout, res.stderr
+    status = gsite.endpoint("gtunit1", "stage-status", "700")
+    assert "declared" in status.stdout and "/tmp/gtunit1-atexit.bin" in status.stdout
+    assert not (root / "atexit.bin").exists()  # nothing moves before the job ends
+    res = gsite.epilog("700")
+    assert "1 of 1 stage-out(s) submitted" in res.stderr and "drain pid" in res.stderr, res.stderr
+    gsite.wait_gcp_stopped(timeout=60)
+    assert _sha256(root / "atexit.bin") == digest
+    log = gsite.hook_log()
+    assert "task" in log and "SUCCEEDED" in log, log
+    rows = json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+    assert [r["state"] for r in rows] == ["succeeded"], rows
+    assert rows[0]["bytes_transferred"] == 20 * 1024 * 1024 and rows[0]["task_id"]
+    again = gsite.epilog("700")  # a repeated Epilog submits nothing twice
+    assert "stage-out" not in again.stderr, again.stderr
+    assert len(_admin(api)._call("GET", "_emulator/state")["tasks"]) >= 1
+    assert not user.registry()
+    Path("/tmp/gtunit1-atexit.bin").unlink(missing_ok=True)
+
+
+def test_stage_out_at_exit_refused_by_the_destination_is_reported(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    _logged_in_pool(gsite, api, 1)
+    root = gsite.root / "readonly"
+    root.mkdir(mode=0o755, exist_ok=True)
+    doc = _admin(api)._call("POST", "_emulator/collections", {"path": str(root), "writable": False})
+    gsite.prolog("710")
+    _write_random(gsite, "gtunit1", "/tmp/gtunit1-refused.bin", 1)
+    assert _declare(gsite, "710", "/tmp/gtunit1-refused.bin", f"{doc['id']}:/x.bin").returncode == 0
+    assert _declare(gsite, "710", "/tmp/gtunit1-never-written", f"{doc['id']}:/y").returncode == 0
+    res = gsite.epilog("710")
+    assert "1 of 2 stage-out(s) submitted" in res.stderr, res.stderr
+    gsite.wait_gcp_stopped(timeout=60)
+    rows = {
+        r["source"]: r
+        for r in json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+    }
+    refused = rows["/tmp/gtunit1-refused.bin"]
+    assert refused["state"] == "failed" and "PERMISSION_DENIED" in refused["error"], refused
+    missing = rows["/tmp/gtunit1-never-written"]
+    assert missing["state"] == "failed" and "did not exist" in missing["error"], missing
+    log = gsite.hook_log()
+    assert "FAILED: PERMISSION_DENIED" in log and "did not exist when the job ended" in log, log
+    text = gsite.endpoint("gtunit1", "stage-status").stdout
+    assert "failed" in text and "PERMISSION_DENIED" in text
+    Path("/tmp/gtunit1-refused.bin").unlink(missing_ok=True)
+
+
+def test_bad_stage_out_declarations_get_one_line_naming_the_fix(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    user = _logged_in_pool(gsite, api, 1)
+    gsite.prolog("720")
+    collection = "5a8d3a0c-1f7e-4d0e-8c52-0b1b2f0f9a11"
+    cases = [
+        (("/etc/hostname", f"{collection}:/x"), "is not under /tmp"),
+        (("/tmp/x", "not-a-uuid:/x"), "is not an endpoint or collection id"),
+        (("/tmp/x", "no-colon"), "is not ENDPOINT_ID:PATH"),
+    ]
+    for args, expected in cases:
+        res = _declare(gsite, "720", *args)
+        assert res.returncode == 1 and expected in res.stderr, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    (user.user_dir / "tokens.db").unlink()
+    res = _declare(gsite, "720", "/tmp/x", f"{collection}:/x")
+    assert res.returncode == 1 and "globus-tmp-endpoint login" in res.stderr, res.stderr
+    assert "no stage-out declared" in gsite.endpoint("gtunit1", "stage-status").stdout
+    gsite.epilog("720")
+    gsite.wait_gcp_stopped(timeout=30)

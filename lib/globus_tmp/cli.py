@@ -23,6 +23,7 @@ from .config import Config, load_config
 from .errors import GlobusTmpError
 from .job import UserIdentity, node_name
 from .lookup import EndpointInfo, NoEndpoint, lookup
+from .stageout import SYNC_LEVELS
 
 if TYPE_CHECKING:
     from .globusapi import GlobusSession
@@ -82,6 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
             help="follow the task with a progress bar; fail if it fails",
         )
         stage.add_argument("--label", help="task label (default: globus-tmp job JOBID)")
+        stage.add_argument(
+            "--sync-level",
+            choices=SYNC_LEVELS,
+            help="copy only files that are missing or differ by this measure at the destination",
+        )
+        stage.add_argument(
+            "--no-verify-checksum",
+            action="store_false",
+            dest="verify_checksum",
+            help="do not verify checksums after the copy (verified by default)",
+        )
+        if name == "stage-out":
+            stage.add_argument(
+                "--at-exit",
+                action="store_true",
+                help="submit it when this job ends on this node, however it ends "
+                "(time limit, cancel, failure); see stage-status",
+            )
+    status = sub.add_parser(
+        "stage-status", help="your declared and submitted stage-outs (works on any node)"
+    )
+    status.add_argument("job_id", nargs="?", metavar="JOBID", help="only this job")
+    status.add_argument("--json", action="store_true", dest="status_json")
     return parser
 
 
@@ -113,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         return _show(cfg, user, args.json, args.wait)
     if command in ("stage-out", "stage-in"):
         return _stage(cfg, user, user_dir, args)
+    if command == "stage-status":
+        return _stage_status(cfg, user_dir, args.job_id, args.status_json)
     if command == "login":
         _session(cfg, user_dir, interactive=True).login()
         print(f"logged in; tokens in {user_dir / 'tokens.db'}")
@@ -161,7 +187,7 @@ def _this_node(cfg: Config, user: UserIdentity, wait: float | None) -> EndpointI
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            return lookup(cfg, node_name(os.environ), user.name)
+            return lookup(cfg, node_name(os.environ), user.name, os.environ.get("SLURM_JOB_ID"))
         except NoEndpoint:
             if time.monotonic() >= deadline:
                 raise
@@ -175,24 +201,121 @@ def _show(cfg: Config, user: UserIdentity, as_json: bool, wait: float | None) ->
 
 
 def _stage(cfg: Config, user: UserIdentity, user_dir: Path, args: argparse.Namespace) -> int:
+    from .stageout import translate
     from .transfers import Place, follow, submit
 
-    local = _this_node(cfg, user, None).endpoint_id
+    info = _this_node(cfg, user, None)
+    if args.command == "stage-out" and args.at_exit:
+        return _declare(cfg, user_dir, info, args)
+    local = info.endpoint_id
     if args.command == "stage-out":
         path = os.path.abspath(args.source)
-        source, destination = Place(local, path), Place.parse(args.destination)
+        source = Place(local, translate(path, info.job_tmp))
+        destination = Place.parse(args.destination)
         recursive = os.path.isdir(path)
     else:
         source = Place.parse(args.source)
-        destination = Place(local, os.path.abspath(args.destination))
+        destination = Place(local, translate(os.path.abspath(args.destination), info.job_tmp))
         recursive = source.path.endswith("/")
     label = args.label or f"globus-tmp job {os.environ.get('SLURM_JOB_ID', '-')}"
     session = _session(cfg, user_dir, interactive=False)
-    task_id = submit(session, source, destination, recursive, label)
+    task_id = submit(
+        session, source, destination, recursive, label, args.sync_level, args.verify_checksum
+    )
     print(task_id)
     sys.stdout.flush()
     if args.follow:
         follow(session, task_id)
+    return 0
+
+
+def _declare(cfg: Config, user_dir: Path, info: EndpointInfo, args: argparse.Namespace) -> int:
+    """``stage-out --at-exit``: record it for the Epilog; no network, nothing submitted."""
+    import uuid
+
+    from .slurmconf import cluster_name
+    from .stageout import StageOut, StageOutError, StageOutStore, translate
+    from .transfers import Place
+
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if not job_id.isdigit():
+        raise StageOutError("--at-exit works inside a Slurm job (no SLURM_JOB_ID here)")
+    if args.follow:
+        raise StageOutError("--at-exit and --wait exclude each other: the job will be over")
+    path = os.path.abspath(args.source)
+    if not any(path == p or path.startswith(p.rstrip("/") + "/") for p in cfg.exposed_paths):
+        raise StageOutError(
+            f"{path} is not under {', '.join(cfg.exposed_paths)}, which is all GCP can read; "
+            "write the results there"
+        )
+    destination = Place.parse(args.destination)
+    try:
+        uuid.UUID(destination.endpoint_id)
+    except ValueError:
+        raise StageOutError(
+            f"'{destination.endpoint_id}' is not an endpoint or collection id (a UUID)"
+        ) from None
+    if not (user_dir / "tokens.db").exists():
+        raise StageOutError(
+            f"not logged in to Globus: the Epilog submits with your tokens; run '{PROG} login'"
+        )
+    record = StageOutStore(user_dir).declare(
+        StageOut(
+            cluster=cluster_name(cfg, os.environ),
+            job_id=job_id,
+            node=info.node,
+            seq=0,
+            source=path,
+            source_path=translate(path, info.job_tmp),
+            destination_endpoint=destination.endpoint_id,
+            destination_path=destination.path,
+            label=args.label or f"globus-tmp job {job_id} stage-out",
+            sync_level=args.sync_level,
+            verify_checksum=args.verify_checksum,
+        )
+    )
+    print(
+        f"declared: {path} -> {args.destination} when job {job_id} ends on {info.node} "
+        f"(follow it with '{PROG} stage-status {job_id}')"
+    )
+    return 0 if record else 1
+
+
+def _stage_status(cfg: Config, user_dir: Path, job_id: str | None, as_json: bool) -> int:
+    """Every stage-out of the user's jobs, refreshed from Globus where it is still open."""
+    from .stageout import SUBMITTED, StageOutStore, refresh
+    from .transfers import human_size
+
+    store = StageOutStore(user_dir)
+    records = store.records(None, job_id)
+    if any(r.state == SUBMITTED for r in records):
+        try:
+            refresh(lambda: _session(cfg, user_dir, interactive=False), store, records)
+        except Exception as exc:
+            from .globusapi import describe
+
+            print(f"{PROG}: cannot ask Globus, showing what is recorded: {describe(exc)}",
+                  file=sys.stderr)  # fmt: skip
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in records], indent=2))
+        return 0
+    if not records:
+        which = f"job {job_id}" if job_id else "your jobs"
+        print(f"no stage-out declared by {which} (in {store.root})")
+        return 0
+    print(
+        f"{'JOB':<10} {'NODE':<10} {'STATE':<10} {'TASK':<36}  {'BYTES':>10}  SOURCE -> DESTINATION"
+    )
+    for r in records:
+        moved = human_size(r.bytes_transferred) if r.bytes_transferred is not None else "-"
+        print(
+            f"{r.job_id:<10} {r.node:<10} {r.state:<10} {r.task_id or '-':<36}  {moved:>10}  "
+            f"{r.source} -> {r.destination_endpoint}:{r.destination_path}"
+        )
+        if r.error:
+            print(f"{'':<10} {r.error}")
     return 0
 
 

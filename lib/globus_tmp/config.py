@@ -74,6 +74,9 @@ class Config:
     chain_health_check: str = ""
     """The site's own HealthCheckProgram (e.g. NHC) that ``globus-tmp-healthcheck`` runs
     first; its exit code is the health check's verdict."""
+    hold_max_bytes: int = 100 * 1024**3
+    """With a private ``/tmp`` (job_container/tmpfs): how many bytes of ended jobs'
+    ``/tmp`` this node may keep for their declared stage-outs."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 
@@ -268,6 +271,10 @@ def _check(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise bad("a number of seconds > 0")
         return float(value)
+    if key == "hold_max_bytes":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("a whole number of bytes >= 0")
+        return value
     if key == "globus_service_urls":
         if not isinstance(value, dict) or not all(
             isinstance(k, str)

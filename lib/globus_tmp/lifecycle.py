@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import Config
 from .errors import GcpError, GlobusTmpError
@@ -41,6 +42,7 @@ from .nodestate import (
     PHASE_STARTING,
     PHASE_STOPPING,
     GcpInstance,
+    HeldTmp,
     NodeStateStore,
     StartRecord,
     UserNodeState,
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
 
     from .activity import Activity, TransferActivity
     from .drain import DrainLauncher
+    from .privatetmp import PrivateTmp
+    from .slurmconf import SlurmSettings
     from .slurmjobs import JobProbe
     from .useractions import Started, UserActions
 
@@ -101,6 +105,8 @@ class NodeLifecycle:
         self._activity = activity
         self._jobs = jobs
         self._drains = drains
+        self._private_tmp: PrivateTmp | None = None
+        self._slurm: SlurmSettings | None = None
 
     def actions_for(self, user: UserIdentity) -> UserActions:
         if self._actions_for is None:
@@ -122,13 +128,20 @@ class NodeLifecycle:
         return self._activity
 
     @property
+    def slurm(self) -> SlurmSettings:
+        """The slurm.conf settings slurmd runs with (read once, when first needed)."""
+        if self._slurm is None:
+            from .slurmconf import read_slurm_settings, slurm_conf_path
+
+            self._slurm = read_slurm_settings(slurm_conf_path(self.cfg, os.environ))
+        return self._slurm
+
+    @property
     def jobs(self) -> JobProbe:
         if self._jobs is None:
-            from .slurmconf import read_slurm_settings, slurm_conf_path
             from .slurmjobs import SlurmJobProbe
 
-            settings = read_slurm_settings(slurm_conf_path(self.cfg, os.environ))
-            self._jobs = SlurmJobProbe(settings, self.node)
+            self._jobs = SlurmJobProbe(self.slurm, self.node)
         return self._jobs
 
     @property
@@ -282,6 +295,7 @@ class NodeLifecycle:
                 budget,
                 on_progress=lambda d: self._record_progress(user, d),
                 slot=JobSlot(job_id, nodelist),
+                paths=self._private_tmp_paths(user),
             )
         except GcpAlreadyRunning:
             found = actions.pool_instances(self._step())
@@ -296,6 +310,23 @@ class NodeLifecycle:
             note = f"took over running GCP pid {ref.pid} of {config_dir.name}"
             return Started(started.instance, f"{started.note}; {note}" if started.note else note)
 
+    def _private_tmp_paths(self, user: UserIdentity) -> tuple[str, ...]:
+        """With job_container/tmpfs, GCP also exposes the user's export root, below
+        which each job's private /tmp appears (see :mod:`globus_tmp.privatetmp`)."""
+        if not self.slurm.private_tmp:
+            return ()
+        return (str(self.private_tmp.ensure_export_root(user.name)),)
+
+    @property
+    def private_tmp(self) -> PrivateTmp:
+        if self._private_tmp is None:
+            from .privatetmp import PrivateTmp
+            from .slurmconf import job_container_bases
+
+            bases = job_container_bases(Path(self.slurm.path), self.node)
+            self._private_tmp = PrivateTmp(self.cfg, self.node, self.store, self.log, bases)
+        return self._private_tmp
+
     # -- epilog ------------------------------------------------------------------
 
     def epilog(self, job: JobContext) -> str:
@@ -304,16 +335,29 @@ class NodeLifecycle:
             state = self._read(user)
             known = state.jobs.pop(job.job_id, None) is not None
             gone = self.reconcile_jobs(state)
+            instance = state.live_instance()
+            export, held = state.job_tmp.get(job.job_id), job.job_id in state.holds
+            if export and not held:  # nothing kept: the export shows a deleted directory
+                del state.job_tmp[job.job_id]
             self.store.write(state)
         failpoint("epilog.after_remove")
         what = "removed job" if known else "job was not in the job set"
         if gone:
             what += f"; {gone}"
+        if export and not held:
+            self._free_private_tmp(export, None)
+        staged, tasks = "", list[str]()
+        if held or self._declared(user, job.job_id):
+            endpoint = instance.endpoint_id if instance else None
+            staged, tasks = self._stage_out(user, job.job_id, endpoint, held)
+        what += staged
         if state.jobs:
+            if state.stage_tasks:
+                self._settle_stage_outs(user, None)
             return self._with_repair(
                 user, state, f"{what}; {len(state.jobs)} job(s) remain, GCP stays"
             )
-        return f"{what}; last job: " + self.after_last_job(user)
+        return f"{what}; last job: " + self.after_last_job(user, tasks)
 
     def reconcile_jobs(self, state: UserNodeState) -> str:
         """Drop jobs older than ``job_grace`` that are proven gone (a skipped epilog)."""
@@ -328,8 +372,127 @@ class NodeLifecycle:
             return ""
         return f"dropped gone job(s) {','.join(sorted(gone))} ({how})"
 
-    def after_last_job(self, user: UserIdentity) -> str:
-        """No job of the user is left here: stop GCP, or hand over to a drain."""
+    # -- stage-out ---------------------------------------------------------------
+
+    def _stage_out(
+        self, user: UserIdentity, job_id: str, endpoint: str | None, held: bool
+    ) -> tuple[str, list[str]]:
+        """Submit what the job declared for its end on this node (as the user, with the
+        user's tokens) from ``endpoint`` (None: no GCP runs); a note for the log line and
+        the task ids submitted. ``held``: the job's private /tmp waits in a hold."""
+        try:
+            outcomes = self.actions_for(user).submit_stage_outs(
+                job_id, self.node, endpoint, self._step()
+            )
+        except GlobusTmpError as exc:
+            self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
+            outcomes = []
+        tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
+        for o in outcomes:
+            self._log_stage_out(o)
+        if tasks or held:
+            with self.store.jobs_lock(user.name, self._left()):
+                state = self._read(user)
+                state.stage_tasks = sorted(set(state.stage_tasks) | set(tasks))
+                hold = state.holds.get(job_id)
+                if hold is not None:
+                    hold.tasks = tasks
+                freed = self._pop_done_holds(state)
+                self.store.write(state)
+            for export_path, done in freed:
+                self.log.info(self._free_private_tmp(export_path, done))
+        if not outcomes:
+            return "", tasks
+        return f"; {len(tasks)} of {len(outcomes)} stage-out(s) submitted", tasks
+
+    def _declared(self, user: UserIdentity, job_id: str) -> bool:
+        """Whether the job declared a stage-out here: one directory listing as the user,
+        without the imports a submission needs (most jobs declare nothing)."""
+        from .privileges import run_as
+        from .slurmconf import cluster_name
+        from .stageout import declared_count
+
+        user_dir = self.cfg.user_dir_for(user.home)
+        cluster = cluster_name(self.cfg, os.environ)
+        try:
+            found = run_as(user, self._step(), declared_count, user_dir, cluster, job_id, self.node)
+        except GlobusTmpError as exc:
+            self.log.error(f"could not look for stage-outs of job {job_id}: {exc}")
+            return False
+        return bool(found)
+
+    def _log_stage_out(self, outcome: dict[str, Any]) -> None:
+        line = f"stage-out {outcome.get('source')} -> {outcome.get('destination')}: "
+        state, task = str(outcome.get("state")), outcome.get("task_id")
+        if state == "submitted":
+            self.log.info(f"{line}task {task} submitted")
+        elif state == "succeeded":
+            self.log.info(f"{line}task {task} SUCCEEDED")
+        else:
+            where = f"task {task} " if task else ""
+            self.log.error(f"{line}{where}FAILED: {outcome.get('error')}")
+
+    def _settle_stage_outs(self, user: UserIdentity, live: tuple[str, ...] | None) -> None:
+        """Record (as the user) how submitted stage-outs not in ``live`` ended, log it,
+        and free the holds whose tasks have all ended."""
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            pending = [t for t in state.stage_tasks if live is None or t not in live]
+        if not pending:
+            return
+        try:
+            outcomes = self.actions_for(user).settle_stage_outs(self.node, self._step())
+        except GlobusTmpError as exc:
+            self.log.error(f"stage-out outcome not recorded yet ({exc}); asked again later")
+            return
+        for o in outcomes:
+            self._log_stage_out(o)
+        done = {str(o.get("task_id")) for o in outcomes}
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            state.stage_tasks = [t for t in state.stage_tasks if t not in done]
+            freed = self._pop_done_holds(state)
+            self.store.write(state)
+        for export, hold in freed:
+            self.log.info(self._free_private_tmp(export, hold))
+
+    @staticmethod
+    def _pop_done_holds(
+        state: UserNodeState, everything: bool = False
+    ) -> list[tuple[str | None, HeldTmp | None]]:
+        """Drop from the state the holds no pending stage-out reads (``everything``: all
+        holds and exports, GCP is stopping); the caller frees them."""
+        freed: list[tuple[str | None, HeldTmp | None]] = []
+        for job_id, hold in list(state.holds.items()):
+            if everything or not set(hold.tasks) & set(state.stage_tasks):
+                del state.holds[job_id]
+                freed.append((state.job_tmp.pop(job_id, None), hold))
+        if everything and not state.jobs:
+            freed.extend((export, None) for export in state.job_tmp.values())
+            state.job_tmp.clear()
+        return freed
+
+    def free_unserved_private_tmp(self, user: UserIdentity) -> list[str]:
+        """Holds and exports of a user whose GCP is gone: nothing can serve them."""
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if state.live_instance() is not None or not (state.holds or state.job_tmp):
+                return []
+            freed = self._pop_done_holds(state, everything=True)
+            self.store.write(state)
+        notes = [self._free_private_tmp(export, hold) for export, hold in freed]
+        for note in notes:
+            self.log.info(f"repair: {note} (no GCP serves it)")
+        return notes
+
+    def _free_private_tmp(self, export: str | None, hold: HeldTmp | None) -> str:
+        from .privatetmp import PrivateTmp
+
+        return PrivateTmp.free(export, hold)
+
+    def after_last_job(self, user: UserIdentity, submitted: list[str] | None = None) -> str:
+        """No job of the user is left here: stop GCP, or hand over to a drain (at once
+        when the job's stage-outs were just ``submitted``)."""
         state = self.store.read(user.name, user.uid)
         repaired: list[str] = []
         if needs_repair(state):
@@ -346,6 +509,12 @@ class NodeLifecycle:
             return _notes(repaired, f"drain pid {drain.pid} already keeps GCP up")
         if state.drain_until is not None and time.time() >= state.drain_until:
             return _notes(repaired, self.stop_if_unused(user, "its drain's linger_max had run out"))
+        if submitted:
+            from .activity import Activity
+
+            live = tuple(submitted)
+            activity = Activity(True, f"stage-out task(s) {', '.join(live)} submitted", True, live)
+            return _notes(repaired, self._launch_drain(user, activity))
         activity = self.activity.check(self.actions_for(user), instance, self._step())
         if not activity.active and activity.verified:
             return _notes(repaired, self.stop_if_unused(user, activity.detail))
@@ -398,12 +567,17 @@ class NodeLifecycle:
             how = self._stop_process(user, instance)
             failpoint("epilog.before_release")
             released = self._release(user, instance.endpoint_name)
+            if state.stage_tasks:
+                self._settle_stage_outs(user, None)
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 state.instance, state.phase = None, PHASE_IDLE
                 state.clear_drain()
                 self._settle_release(state, instance.endpoint_name, released)
+                freed = self._pop_done_holds(state, everything=True)
                 self.store.write(state)
+        for export, hold in freed:
+            self.log.info(self._free_private_tmp(export, hold))
         return f"GCP pid {instance.pid} {how} ({why}); {released}"
 
     def _stop_process(self, user: UserIdentity, instance: GcpInstance) -> str:
@@ -579,6 +753,8 @@ class NodeLifecycle:
             if not activity.active and activity.verified:
                 why = f"transfer over ({activity.detail})"
                 break
+            if activity.verified:
+                self._settle_stage_outs(user, activity.tasks)
             if activity.verified and live_tasks != activity.tasks:
                 live_tasks = activity.tasks
                 with self.store.jobs_lock(user.name, self._left()):

@@ -29,6 +29,8 @@ class EndpointInfo:
     jobs: tuple[str, ...]
     pid: int
     log: str
+    job_tmp: str | None = None
+    """Where the calling job's private ``/tmp`` is on the endpoint (job_container)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -42,10 +44,13 @@ class EndpointInfo:
             "jobs": list(self.jobs),
             "pid": self.pid,
             "log": self.log,
+            "job_tmp": self.job_tmp,
         }
 
 
-def lookup(cfg: Config, node: str, user: str) -> EndpointInfo:
+def lookup(cfg: Config, node: str, user: str, job_id: str | None = None) -> EndpointInfo:
+    """This node's endpoint for ``user``; with ``job_id``, ``/tmp`` in ``paths`` is that
+    job's private ``/tmp`` as GCP exports it, when the site gives jobs one."""
     state = read_state_snapshot(cfg.state_dir_for(node), user)
     if state is None:
         raise NoEndpoint(
@@ -66,12 +71,15 @@ def lookup(cfg: Config, node: str, user: str) -> EndpointInfo:
             f"GCP of {user} on {node} is not running (pid {instance.pid} exited); the next job "
             f"on this node restarts it; log: {instance.log_path}"
         )
+    job_tmp = state.job_tmp.get(job_id) if job_id else None
+    paths = tuple(job_tmp if p == "/tmp" and job_tmp else p for p in cfg.exposed_paths)
     return EndpointInfo(
         endpoint_id=instance.endpoint_id,
         endpoint_name=instance.endpoint_name,
         node=node,
         user=user,
-        paths=cfg.exposed_paths,
+        paths=paths,
+        job_tmp=job_tmp,
         state=state.phase,
         since=instance.since,
         jobs=tuple(sorted(state.jobs, key=lambda j: (len(j), j))),

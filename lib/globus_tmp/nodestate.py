@@ -80,6 +80,17 @@ class StartRecord:
 
 
 @dataclass
+class HeldTmp:
+    """A job's private ``/tmp``, moved out of Slurm's reach until its stage-out lands."""
+
+    path: str
+    size: int
+    since: float
+    tasks: list[str] = field(default_factory=list)
+    """The stage-out tasks reading it; the hold is freed once they all ended."""
+
+
+@dataclass
 class UserNodeState:
     """Everything this node knows about one user."""
 
@@ -100,6 +111,12 @@ class UserNodeState:
     starting: Optional[StartRecord] = None
     release_pending: list[str] = field(default_factory=list)
     """Leases of stopped instances not yet given back (a slow home); retried."""
+    job_tmp: dict[str, str] = field(default_factory=dict)
+    """Job id -> where the job's private ``/tmp`` is exported to GCP (job_container)."""
+    holds: dict[str, HeldTmp] = field(default_factory=dict)
+    """Job id -> a private ``/tmp`` kept past its job for a declared stage-out."""
+    stage_tasks: list[str] = field(default_factory=list)
+    """Stage-out tasks submitted from this node whose outcome is not yet recorded."""
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
@@ -153,6 +170,12 @@ class UserNodeState:
         state.starting = StartRecord(**starting) if starting else None
         state.release_pending = [str(n) for n in state.release_pending]
         state.drain_tasks = [str(t) for t in state.drain_tasks]
+        state.stage_tasks = [str(t) for t in state.stage_tasks]
+        state.job_tmp = {str(k): str(v) for k, v in dict(state.job_tmp).items()}
+        state.holds = {
+            str(k): v if isinstance(v, HeldTmp) else HeldTmp(**v)
+            for k, v in dict(state.holds).items()
+        }
         return state
 
 
@@ -172,7 +195,7 @@ class NodeStateStore:
                 path.mkdir(mode=0o755, parents=True)
             except FileExistsError:
                 pass
-            _check_trusted_dir(path)
+            check_trusted_dir(path)
 
     # -- locks -------------------------------------------------------------------
 
@@ -294,16 +317,23 @@ def write_atomic(path: Path, text: str, mode: int) -> None:
         os.close(dir_fd)
 
 
-def _check_trusted_dir(path: Path) -> None:
+def check_trusted_dir(path: Path, allow_mount: bool = False, private: bool = False) -> None:
+    """Raise unless ``path`` is a real directory root owns that nobody else may write to
+    (``private``: nor read). ``allow_mount``: a directory something is mounted on is
+    taken as it is (the mount's owner, e.g. a job user, shows)."""
     try:
         st = os.lstat(path)
     except OSError as exc:
         raise StateError(f"state_dir {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise StateError(f"state_dir {path} is not a directory (a symlink?); remove it")
+    if allow_mount and os.lstat(path.parent).st_dev != st.st_dev:
+        return
     if st.st_uid != os.geteuid():
         raise StateError(
             f"state_dir {path} is owned by uid {st.st_uid}, not root; chown it to root"
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise StateError(f"state_dir {path} is writable by group/others; chmod 755 it")
+    if private and st.st_mode & 0o077:
+        raise StateError(f"{path} is open to group/others; chmod 700 it")

@@ -10,7 +10,9 @@ never runs again would keep an orphan forever. This pass, run periodically as ro
 - a GCP running from the user's pool that node state does not know is stopped, or
   taken over when jobs wait for an endpoint;
 - a GCP with no job left is stopped or handed to a drain, exactly as the last Epilog
-  would have; a drain hung past its ``linger_max`` is killed and GCP stopped.
+  would have; a drain hung past its ``linger_max`` is killed and GCP stopped;
+- a held private ``/tmp`` nothing can serve any more (no GCP) is freed, and hold
+  directories no state knows of (the node rebooted) are deleted.
 
 It takes the same locks as the hooks and never waits for them: a user whose GCP is
 being started or stopped right now is left to that hook. Idempotent; one log line per
@@ -19,6 +21,7 @@ repair.
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from .errors import GlobusTmpError
@@ -46,6 +49,12 @@ class NodeReconciler:
                 out.extend((name, note) for note in self.user(user))
             except GlobusTmpError as exc:
                 out.append((name, f"reconcile failed: {exc}"))
+        if self.lifecycle.slurm.private_tmp:
+            for path in self.lifecycle.private_tmp.orphan_holds():
+                shutil.rmtree(path, ignore_errors=True)
+                note = f"deleted hold {path}: no node state knows it"
+                self.lifecycle.log.info(f"repair: {note}")
+                out.append(("-", note))
         return out
 
     def user(self, user: UserIdentity) -> list[str]:
@@ -71,6 +80,8 @@ class NodeReconciler:
         drain_alive = drain is not None and drain.alive()
         if not state.jobs and state.live_instance() is not None and not drain_alive:
             notes.append("no job left: " + lc.after_last_job(user))
+        elif state.live_instance() is None and not drain_alive:
+            notes += lc.free_unserved_private_tmp(user)
         elif state.phase == PHASE_DRAINING and drain is not None and drain_alive:
             until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
             if time.time() > until:

@@ -4,7 +4,9 @@
   node (``<node>_<jobid>.<step>``), the unforgeable witness of a live job;
 - ``PrologFlags``: with ``Contain`` every node of a job runs an extern step for the
   job's whole life, so "no step here" proves "job gone"; without it, it does not;
-- ``JobContainerType``: a private per-job ``/tmp`` (reported, not yet served).
+- ``JobContainerType`` (``NamespaceType`` from 25.11): ``job_container/tmpfs`` gives
+  each job a private ``/tmp`` under ``job_container.conf``'s ``BasePath``, which
+  :mod:`globus_tmp.privatetmp` exports to the user's GCP.
 
 slurmd hands the hooks ``SLURM_CONF``; ``HealthCheckProgram`` gets no such variable,
 so the file beside ``globus-tmp.conf`` is the next guess, then Slurm's default. Only
@@ -23,7 +25,8 @@ from .boundedio import STATE, read_text_bounded
 from .config import DEFAULT_SLURM_CONF, Config
 
 DEFAULT_SPOOL_DIR = "/var/spool/slurmd"
-_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype", "clustername")
+_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype", "namespacetype", "clustername")
+PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class SlurmSettings:
     @property
     def contain(self) -> bool:
         return "contain" in self.prolog_flags
+
+    @property
+    def private_tmp(self) -> bool:
+        """Whether each job gets a private ``/tmp`` (job_container/tmpfs)."""
+        return self.job_container in PRIVATE_TMP_PLUGINS
 
     def spool_dir_for(self, node: str) -> Path:
         text = self.spool_dir.replace("%n", node).replace("%h", os.uname().nodename)
@@ -73,7 +81,7 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         found=found,
         spool_dir=values.get("slurmdspooldir", DEFAULT_SPOOL_DIR),
         prolog_flags=flags,
-        job_container=values.get("jobcontainertype", "").lower(),
+        job_container=(values.get("jobcontainertype") or values.get("namespacetype") or "").lower(),
         cluster=values.get("clustername", ""),
     )
 
@@ -96,3 +104,29 @@ def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
         if sep and key.lower() in _WANTED:
             values[key.lower()] = value.strip().strip('"')
     return True
+
+
+def job_container_bases(slurm_conf: Path, node: str) -> list[Path]:
+    """Where ``node``'s job containers may live, from ``job_container.conf``'s
+    ``BasePath`` (beside slurm.conf): a build with multiple slurmd per host (Debian's)
+    appends ``/<node>`` itself, newer Slurm expands ``%n``. Empty when unknown."""
+    try:
+        text = read_text_bounded(slurm_conf.parent / "job_container.conf", STATE)
+    except OSError:
+        return []
+    base: str | None = None
+    for raw in text.splitlines():
+        words = dict(
+            (k.lower(), v.strip('"'))
+            for k, _, v in (w.partition("=") for w in raw.split("#", 1)[0].split())
+        )
+        names = words.get("nodename")
+        if "basepath" in words and (names is None or node in names.split(",")):
+            base = words["basepath"]
+            if names is not None:
+                break
+    if not base:
+        return []
+    if "%n" in base:
+        return [Path(base.replace("%n", node))]
+    return [Path(base) / node, Path(base)]

@@ -87,14 +87,21 @@ class Place:
 
 
 def submit(
-    session: GlobusSession, source: Place, destination: Place, recursive: bool, label: str
+    session: GlobusSession,
+    source: Place,
+    destination: Place,
+    recursive: bool,
+    label: str,
+    sync_level: str | None = None,
+    verify_checksum: bool = True,
 ) -> str:
-    """Submit one transfer with checksum verification; the task id.
+    """Submit one transfer (checksums verified unless told otherwise); the task id.
 
     The submission id makes the POST idempotent, so the SDK's retries cannot create the
     task twice.
     """
     import globus_sdk
+    from globus_sdk import MISSING
 
     try:
         tc = session.transfer()
@@ -102,7 +109,8 @@ def submit(
             source.endpoint_id,
             destination.endpoint_id,
             label=label,
-            verify_checksum=True,
+            verify_checksum=verify_checksum,
+            sync_level=sync_level or MISSING,  # type: ignore[arg-type]
             submission_id=tc.get_submission_id()["value"],
         )
         data.add_item(source.path, destination.path, recursive=recursive)
@@ -139,7 +147,11 @@ def progress_line(task: dict[str, Any], elapsed: float, width: int = 24) -> str:
     filled = int(width * done / files) if files else 0
     bar = "#" * filled + "-" * (width - filled)
     status = task.get("nice_status") or task.get("status")
-    return f"[{bar}] {done}/{files} files  {_size(moved)}  {_size(rate)}/s  {status}".ljust(78)
+    return (
+        f"[{bar}] {done}/{files} files  {human_size(moved)}  {human_size(rate)}/s  {status}".ljust(
+            78
+        )
+    )
 
 
 def failure_reason(tc: globus_sdk.TransferClient, task: dict[str, Any]) -> str:
@@ -155,7 +167,7 @@ def failure_reason(tc: globus_sdk.TransferClient, task: dict[str, Any]) -> str:
     return str(task.get("nice_status_short_description") or task.get("nice_status") or "?")
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000:
             return f"{n:.1f} {unit}"

@@ -63,6 +63,7 @@ class UserActions(Protocol):
         budget: float,
         on_progress: Progress | None = None,
         slot: JobSlot | None = None,
+        paths: tuple[str, ...] = (),
     ) -> Started: ...
 
     def take_over(self, node: str, ref: ProcessRef, config_dir: Path, budget: float) -> Started: ...
@@ -78,6 +79,12 @@ class UserActions(Protocol):
     def active_tasks(self, endpoint_id: str, timeout: float, max_age: float = 0.0) -> list[str]: ...
 
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]: ...
+
+    def submit_stage_outs(
+        self, job_id: str, node: str, endpoint: str | None, timeout: float
+    ) -> list[dict[str, Any]]: ...
+
+    def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]: ...
 
 
 class ForkedUserActions:
@@ -124,13 +131,18 @@ class ForkedUserActions:
         budget: float,
         on_progress: Progress | None = None,
         slot: JobSlot | None = None,
+        paths: tuple[str, ...] = (),
     ) -> Started:
+        """``paths``: what GCP exposes besides ``exposed_paths`` (private /tmp exports)."""
         data = run_as(
-            self.user, budget + 3, self._start, node, budget, slot, on_progress=on_progress
-        )
+            self.user, budget + 3, self._start, node, budget, slot, list(paths),
+            on_progress=on_progress,
+        )  # fmt: skip
         return Started.from_json(data)
 
-    def _start(self, node: str, budget: float, slot: JobSlot | None) -> dict[str, Any]:
+    def _start(
+        self, node: str, budget: float, slot: JobSlot | None, paths: list[str]
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + budget
         pool = self._pool()
         entry, note = pool.lease(
@@ -138,7 +150,7 @@ class ForkedUserActions:
         )
         report_progress({"leased": entry.name})
         try:
-            pool.write_config_paths(entry, self.cfg.exposed_paths)
+            pool.write_config_paths(entry, (*self.cfg.exposed_paths, *paths))
             log_path = self.log_path(node, entry)
             left = max(deadline - time.monotonic() - 1.0, 1.0)
             ref = self._gcp().start(entry.config_dir, log_path, min(self.cfg.start_timeout, left))
@@ -227,6 +239,47 @@ class ForkedUserActions:
         endpoints = str(self.pool_root / "endpoints")
         data = run_as(self.user, timeout, find_pool_instances, self.user.uid, endpoints)
         return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
+
+    def submit_stage_outs(
+        self, job_id: str, node: str, endpoint: str | None, timeout: float
+    ) -> list[dict[str, Any]]:
+        """Submit the job's stage-outs declared on ``node``; one outcome per record."""
+        return list(
+            run_as(self.user, timeout + 2, self._submit_stage_outs, job_id, node, endpoint, timeout)
+        )
+
+    def _submit_stage_outs(
+        self, job_id: str, node: str, endpoint: str | None, timeout: float
+    ) -> list[dict[str, Any]]:
+        from .stageout import StageOutStore, submit_declared
+
+        if not StageOutStore(self.pool_root).records(self.holder.cluster, job_id, node):
+            return []  # most jobs: no Globus session, no import of globus_sdk
+        _http_timeout(timeout)
+        return submit_declared(
+            self._session, self.pool_root, self.holder.cluster, job_id, node, endpoint
+        )
+
+    def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
+        """Record how this node's submitted stage-outs ended; those that have."""
+        return list(run_as(self.user, timeout + 2, self._settle_stage_outs, node, timeout))
+
+    def _settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
+        from .stageout import settle
+
+        _http_timeout(timeout)
+        return settle(self._session, self.pool_root, self.holder.cluster, node)
+
+    def _session(self) -> Any:
+        from .globusapi import GlobusSession
+
+        return GlobusSession(self.cfg, self.pool_root, interactive=False)
+
+
+def _http_timeout(timeout: float) -> None:
+    import os
+
+    os.environ["GLOBUS_SDK_HTTP_TIMEOUT"] = str(max(int(timeout / 3), 1))
 
 
 def _job_hash(job_id: str) -> int:

@@ -1,0 +1,329 @@
+"""A job's private ``/tmp`` (Slurm's job_container/tmpfs), served by the user's GCP.
+
+With ``JobContainerType=job_container/tmpfs`` each job sees its own ``/tmp``: the
+directory ``BasePath/<node>/<job>/.<job>``, bound over ``/tmp`` in the job's mount
+namespace only. GCP, started by the Prolog in slurmd's namespace, would export the
+host's ``/tmp`` and move nothing of the job's. Slurm creates that directory in the
+job's extern step after the Prolog and deletes it before the Epilog, so neither hook can
+reach it; the SPANK plugin (``spank/``) runs this module's command at exactly those two
+moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP run):
+
+- ``globus-tmp-privatetmp init JOB UID``: bind the job's ``/tmp`` at
+  ``<state_dir>/jobtmp/<user>/<job>`` (every component root-owned, so no symlink can
+  redirect the mount; the user's GCP exports ``<state_dir>/jobtmp/<user>`` from its
+  start, jobs come and go below it) and record it in the user's node state, where
+  ``GLOBUS_TMP_PATHS``, ``globus-tmp-endpoint --json`` and ``stage-out`` find it.
+  Other users cannot reach it: the directory is the job user's, mode 0700.
+- ``globus-tmp-privatetmp exit JOB UID``: without a declared stage-out, unmount. With
+  one, move the files into a root-owned hold, ``BasePath/<node>/.globus-tmp-hold/<job>``,
+  and bind the hold at the same export path, so the path the job declared stays valid
+  while Slurm deletes the (now empty) job directory. ``rename`` does the move: same
+  file system, no copy; it goes through a bind of ``BasePath/<node>`` because the job
+  directory is a mount of its own and a rename across mounts fails with ``EXDEV``.
+  Space held on a node is capped (``hold_max_bytes``): beyond it nothing is held and
+  the stage-out fails, saying so.
+
+The Epilog submits the stage-out from the export path; a hold is freed when its tasks
+have ended or the user's GCP stops (:meth:`PrivateTmp.free`), and ``reconcile`` removes
+holds no state knows of (a reboot). Both commands always exit 0: a job must not fail
+because its data could not be exported; the hook log says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import Config
+from .errors import GlobusTmpError
+from .hooklog import HookLog
+from .job import UserIdentity
+from .nodestate import HeldTmp, NodeStateStore, check_trusted_dir
+
+HOLD_DIR = ".globus-tmp-hold"
+_SIZE_BUDGET = 10.0  # seconds to measure a job's /tmp before giving up on holding it
+
+
+class PrivateTmpError(GlobusTmpError):
+    """A job's private /tmp cannot be exported or held; the message says why."""
+
+
+class PrivateTmp:
+    """Exports and holds of private ``/tmp`` directories on one node (root)."""
+
+    def __init__(
+        self, cfg: Config, node: str, store: NodeStateStore, log: HookLog, bases: list[Path]
+    ) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.store = store
+        self.log = log
+        self.bases = bases
+        """Candidate ``BasePath`` directories of this node (see ``job_container_bases``)."""
+
+    def export_root(self, user: str) -> Path:
+        return self.store.root / "jobtmp" / user
+
+    def ensure_export_root(self, user: str) -> Path:
+        """The user's export root, root-owned 0755 (GCP exposes it from its start)."""
+        for path in (self.store.root / "jobtmp", self.export_root(user)):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o755)
+            check_trusted_dir(path)
+        return self.export_root(user)
+
+    # -- job start ---------------------------------------------------------------
+
+    def init(self, job_id: str, user: UserIdentity) -> str:
+        _, source = self._job_dir(job_id, user.uid)
+        target = self.ensure_export_root(user.name) / job_id
+        with contextlib.suppress(FileExistsError):
+            target.mkdir(mode=0o700)
+        check_trusted_dir(target, allow_mount=True)
+        from .mounts import bind, unmount
+
+        unmount(str(target))  # a leftover of an earlier run of the same job id
+        bind(str(source), str(target))
+        with self.store.jobs_lock(user.name):
+            state = self.store.read(user.name, user.uid)
+            state.job_tmp[job_id] = str(target)
+            self.store.write(state)
+        return f"job {job_id}'s private /tmp ({source}) exported at {target}"
+
+    # -- job end -----------------------------------------------------------------
+
+    def exit(self, job_id: str, user: UserIdentity, declared: int) -> tuple[bool, str]:
+        """Hold the job's files if it declared a stage-out (``declared`` > 0), else let
+        Slurm delete them. Returns (held, what happened)."""
+        target = self.export_root(user.name) / job_id
+        if declared <= 0:
+            self._drop_export(user, job_id, target)
+            return False, f"job {job_id} declared no stage-out; its private /tmp goes"
+        base, source = self._job_dir(job_id, user.uid)
+        size = _tree_size(source, time.monotonic() + _SIZE_BUDGET)
+        held_now = self.held_bytes()
+        if size is None or held_now + size > self.cfg.hold_max_bytes:
+            self._drop_export(user, job_id, target)
+            amount = "more than can be measured in time" if size is None else f"{size} bytes"
+            raise PrivateTmpError(
+                f"not held: job {job_id}'s /tmp holds {amount}, {held_now} bytes are held on "
+                f"{self.node} already and hold_max_bytes is {self.cfg.hold_max_bytes}; "
+                "its stage-out cannot run (ask your admin to raise hold_max_bytes)"
+            )
+        hold = self._move_to_hold(base, job_id)
+        from .mounts import bind, unmount
+
+        unmount(str(target))
+        bind(str(hold), str(target))
+        with self.store.jobs_lock(user.name):
+            state = self.store.read(user.name, user.uid)
+            state.job_tmp[job_id] = str(target)
+            state.holds[job_id] = HeldTmp(path=str(hold), size=size, since=time.time())
+            self.store.write(state)
+        return True, f"job {job_id}'s private /tmp ({size} bytes) held at {hold} for its stage-out"
+
+    def held_bytes(self) -> int:
+        total = 0
+        for name in self.store.users():
+            with contextlib.suppress(GlobusTmpError, OSError):
+                total += sum(h.size for h in self.store.read(name, -1).holds.values())
+        return total
+
+    def _move_to_hold(self, base: Path, job_id: str) -> Path:
+        """Rename ``<job>/.<job>`` into the hold, seen through a bind of ``base`` (one
+        mount: the job directory is a mount point of its own in this namespace)."""
+        from .mounts import bind, unmount
+
+        hold_root = base / HOLD_DIR
+        with contextlib.suppress(FileExistsError):
+            hold_root.mkdir(mode=0o700)
+        check_trusted_dir(hold_root, private=True)
+        view = tempfile.mkdtemp(prefix=".view-", dir=self.store.root)
+        try:
+            bind(str(base), view)
+            try:
+                os.rename(Path(view, job_id, f".{job_id}"), Path(view, HOLD_DIR, job_id))
+            finally:
+                unmount(view)
+        except OSError as exc:
+            raise PrivateTmpError(f"job {job_id}'s /tmp not moved to the hold: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(view)
+        return hold_root / job_id
+
+    def _drop_export(self, user: UserIdentity, job_id: str, target: Path) -> None:
+        from .mounts import unmount
+
+        unmount(str(target))
+        with contextlib.suppress(OSError):
+            target.rmdir()
+        with self.store.jobs_lock(user.name):
+            state = self.store.read(user.name, user.uid)
+            if state.job_tmp.pop(job_id, None) is not None:
+                self.store.write(state)
+
+    # -- after the stage-out -----------------------------------------------------
+
+    @staticmethod
+    def free(export: str | None, hold: HeldTmp | None) -> str:
+        """Unmount a job's export and delete its hold (the caller has dropped both from
+        the state). ``rmtree`` works on directory fds and never follows a symlink."""
+        from .mounts import unmount
+
+        if export:
+            with contextlib.suppress(OSError):
+                unmount(export)
+            with contextlib.suppress(OSError):
+                os.rmdir(export)
+        if hold is None:
+            return "export removed"
+        shutil.rmtree(hold.path, ignore_errors=True)
+        left = os.path.lexists(hold.path)
+        return f"hold {hold.path} ({hold.size} bytes) {'NOT removed' if left else 'freed'}"
+
+    def orphan_holds(self) -> list[Path]:
+        """Hold directories no user's state knows of (a reboot cleared the state)."""
+        known: set[str] = set()
+        for name in self.store.users():
+            with contextlib.suppress(GlobusTmpError, OSError):
+                known.update(h.path for h in self.store.read(name, -1).holds.values())
+        found = []
+        for base in self.bases:
+            with contextlib.suppress(OSError):
+                for name in os.listdir(base / HOLD_DIR):
+                    if str(base / HOLD_DIR / name) not in known:
+                        found.append(base / HOLD_DIR / name)
+        return found
+
+    # -- where the job's /tmp is -------------------------------------------------
+
+    def _job_dir(self, job_id: str, uid: int) -> tuple[Path, Path]:
+        """``(base, base/<job>/.<job>)``, checked: Slurm's root-owned job directory
+        holding the job user's own directory, no symlink anywhere."""
+        if not job_id.isdigit():
+            raise PrivateTmpError(f"'{job_id}' is not a job id")
+        for base in self.bases:
+            source = base / job_id / f".{job_id}"
+            try:
+                parent, st = os.lstat(source.parent), os.lstat(source)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(parent.st_mode) or parent.st_uid != 0:
+                raise PrivateTmpError(f"{source.parent} is not a root-owned directory")
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+                raise PrivateTmpError(f"{source} is not a directory of uid {uid}")
+            return base, source
+        where = " or ".join(str(b / job_id / f".{job_id}") for b in self.bases)
+        raise PrivateTmpError(
+            f"job {job_id}'s private /tmp is not at {where or '(no BasePath found)'}; "
+            "is job_container.conf beside slurm.conf?"
+        )
+
+
+def _tree_size(root: Path, deadline: float) -> int | None:
+    """Bytes in regular files under ``root`` (no symlink followed); None past deadline."""
+    total, stack = 0, [str(root)]
+    while stack:
+        if time.monotonic() > deadline:
+            return None
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
+# -- the command the SPANK plugin runs -----------------------------------------------
+
+
+USAGE = "usage: globus-tmp-privatetmp init|exit JOBID UID  (or clonens-init|clonens-epilog)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``globus-tmp-privatetmp init|exit JOBID UID`` (the SPANK plugin), or
+    ``clonens-init|clonens-epilog`` with Slurm's environment (``job_container.conf``'s
+    CloneNSScript/CloneNSEpilog, Slurm 24.05+). Always exits 0; the hook log says why."""
+    args = sys.argv[1:] if argv is None else argv
+    log = HookLog("privatetmp")
+    bases: list[Path] = []
+    if len(args) == 3 and args[0] in ("init", "exit"):
+        command, job_id, uid_text = args
+    elif len(args) == 1 and args[0] in ("clonens-init", "clonens-epilog"):
+        command = "init" if args[0] == "clonens-init" else "exit"
+        job_id = os.environ.get("SLURM_JOB_ID", "")
+        source = os.environ.get("SLURM_JOB_MOUNTPOINT_SRC", "")  # BasePath/<job>/.<job>
+        uid_text = os.environ.get("SLURM_JOB_UID", "")
+        if source:
+            bases = [Path(source).parent.parent]
+            with contextlib.suppress(OSError):
+                uid_text = uid_text or str(os.lstat(source).st_uid)
+    else:
+        print(USAGE, file=sys.stderr)
+        return 2
+    from .config import load_config
+    from .hookrunner import alarm_backstop, log_failure
+    from .job import node_name
+    from .slurmconf import job_container_bases, slurm_conf_path
+
+    try:
+        cfg = load_config()
+        node = node_name(os.environ)
+        user = UserIdentity.from_uid(int(uid_text))
+    except (GlobusTmpError, ValueError) as exc:
+        log.error(f"privatetmp {command} job {job_id}: {exc}; nothing done")
+        return 0
+    log.bind(job=job_id, node=node, user=user.name)
+    try:
+        with alarm_backstop(cfg.hook_timeout, "privatetmp: hit hook_timeout; gave up"):
+            store = NodeStateStore(cfg.state_dir_for(node))
+            store.ensure()
+            log.log_file = cfg.log_file_for(node)
+            bases = bases or job_container_bases(slurm_conf_path(cfg, os.environ), node)
+            tmp = PrivateTmp(cfg, node, store, log, bases)
+            if command == "init":
+                log.info(tmp.init(job_id, user))
+            else:
+                log.info(_exit(cfg, tmp, node, job_id, user))
+    except Exception as exc:
+        log_failure(log, exc)
+    return 0
+
+
+def _exit(cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdentity) -> str:
+    """Hold or let go, and tell the job's declarations (as the user) which it was."""
+    from .privileges import run_as
+    from .slurmconf import cluster_name
+    from .stageout import declared_count, mark_held
+
+    cluster = cluster_name(cfg, os.environ)
+    user_dir = cfg.user_dir_for(user.home)
+    declared = int(run_as(user, 15, declared_count, user_dir, cluster, job_id, node))
+    try:
+        held, what = tmp.exit(job_id, user, declared)
+    except PrivateTmpError as exc:
+        if declared:
+            run_as(user, 15, mark_held, user_dir, cluster, job_id, node, False, str(exc))
+        raise
+    if declared:
+        run_as(user, 15, mark_held, user_dir, cluster, job_id, node, held, "")
+    return what
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
