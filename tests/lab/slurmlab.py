@@ -63,9 +63,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_ROOT = Path(os.environ.get("GLOBUS_TMP_LAB_ROOT", "/opt/globus-tmp-lab"))
 """Outside /tmp on purpose: nodes with a private /tmp must still see everything here."""
+DEFAULT_BASE_PORT = 17817
+"""slurmctld's port; node nK listens on base+K. ``$GLOBUS_TMP_LAB_BASE_PORT`` overrides it
+(read when a :class:`SlurmLab` is made), so a second lab (another root) can run beside."""
 
 LAB_USERS: tuple[str, ...] = ("gtalice", "gtbob", "gtcarol", "gtdave")
 APT_PACKAGES: tuple[str, ...] = ("slurmctld", "slurmd", "slurm-client", "munge", "python3-venv")
+JOB_CONTAINER_APT_PACKAGES: tuple[str, ...] = ("gcc", "libslurm-dev")
+"""Only with ``job_container``: to build the SPANK plugin (spank/) against this Slurm."""
+SPANK_SOURCE = "spank/globus_tmp_spank.c"
+"""The SPANK plugin's source in the checkout; the lab builds it into ``<root>/lib``."""
+SPANK_PLUGIN = "globus_tmp_spank.so"
+PRIVATETMP_HELPER = "globus-tmp-privatetmp"
+"""The console script the SPANK plugin runs by default (``helper=``), from the lab venv."""
+EXTERN_STEP_ID = 4294967292
+"""SLURM_EXTERN_CONT: the step id of a job's extern step."""
 HOST_PYTHON = "/usr/bin/python3"
 NODE_STATE_MOUNT = "/run/globus-tmp"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -349,6 +361,11 @@ def _parse_scontrol_record(line: str) -> dict[str, str]:
 class SlurmLab:
     """A Slurm cluster of ``nodes`` nodes (n1..nN) on this machine, with globus-tmp's hooks.
 
+    With ``job_container=True`` (or :meth:`set_job_container` on a running lab), jobs get a
+    private ``/tmp`` from Slurm's ``job_container/tmpfs`` (``<root>/jobtmp/<node>/<job>/.<job>``,
+    :meth:`job_tmp_dir`), and the SPANK plugin of spank/ runs a helper in each job's extern
+    step right after that directory is created and right before it is deleted.
+
     Typical use (as root)::
 
         lab = SlurmLab(nodes=3)
@@ -372,7 +389,7 @@ class SlurmLab:
         *,
         repo: PathLike = REPO_ROOT,
         hooks: bool = True,
-        base_port: int = 17817,
+        base_port: Optional[int] = None,
         status_interval: float = 1.0,
         connect_delay: float = 1.0,
         cpus_per_node: int = 4,
@@ -381,6 +398,9 @@ class SlurmLab:
         globus_api: bool = True,
         globus_api_gcp_timeout: float = 5.0,
         prolog_flags: str = "Alloc,Contain",
+        job_container: bool = False,
+        spank_helper: Optional[PathLike] = None,
+        spank_timeout: Optional[float] = None,
     ) -> None:
         self.root = Path(root)
         if nodes is None:  # the running lab's size, else 3
@@ -390,6 +410,8 @@ class SlurmLab:
         self.nodes: tuple[str, ...] = tuple(f"n{i}" for i in range(1, nodes + 1))
         self.repo = Path(repo)
         self.hooks = hooks
+        if base_port is None:
+            base_port = int(os.environ.get("GLOBUS_TMP_LAB_BASE_PORT") or DEFAULT_BASE_PORT)
         self.base_port = base_port
         self.status_interval = status_interval
         self.connect_delay = connect_delay
@@ -400,6 +422,12 @@ class SlurmLab:
         self.globus_api_gcp_timeout = globus_api_gcp_timeout
         self.prolog_flags = prolog_flags
         """slurm.conf's ``PrologFlags``: ``Contain`` adds an extern step on every node of a job."""
+        self.job_container = job_container
+        """``JobContainerType=job_container/tmpfs`` and the SPANK plugin (needs ``Contain``)."""
+        self.spank_helper: Optional[Path] = Path(spank_helper) if spank_helper else None
+        """The plugin's ``helper=`` (None: the lab venv's globus-tmp-privatetmp)."""
+        self.spank_timeout = spank_timeout
+        """The plugin's ``timeout=`` in seconds (None: the plugin's default, 30)."""
         self.users = LAB_USERS
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -417,6 +445,47 @@ class SlurmLab:
     def globus_tmp_conf(self) -> Path:
         """Beside slurm.conf: the hooks find it through $SLURM_CONF's directory."""
         return self.etc_dir / "globus-tmp.conf"
+
+    @property
+    def job_container_conf(self) -> Path:
+        """``job_container.conf``, beside slurm.conf (where Slurm looks for it); only when on."""
+        return self.etc_dir / "job_container.conf"
+
+    @property
+    def plugstack_conf(self) -> Path:
+        """``plugstack.conf`` (slurm.conf's ``PlugStackConfig``); only with job_container on."""
+        return self.etc_dir / "plugstack.conf"
+
+    @property
+    def job_tmp_base(self) -> Path:
+        """job_container.conf's ``BasePath``: on disk, shared by the nodes (not under /tmp).
+
+        Debian's 22.05 appends ``/<node>`` itself: node nK's containers are under
+        ``<job_tmp_base>/nK/``.
+        """
+        return self.root / "jobtmp"
+
+    def job_tmp_dir(self, node: str, job_id: Union[str, int]) -> Path:
+        """A job's private /tmp on ``node`` as the host sees it: ``BasePath/<node>/<job>/.<job>``.
+
+        It exists from right after the job's Prolog on that node until right before its
+        Epilog (created and deleted by the job's extern step); owner the job user, 0700.
+        """
+        return self.job_tmp_base / node / str(job_id) / f".{job_id}"
+
+    @property
+    def lib_dir(self) -> Path:
+        """Where the lab builds the SPANK plugin (``globus_tmp_spank.so``)."""
+        return self.root / "lib"
+
+    @property
+    def spank_plugin(self) -> Path:
+        return self.lib_dir / SPANK_PLUGIN
+
+    @property
+    def spank_helper_path(self) -> Path:
+        """The ``helper=`` the plugin runs: :attr:`spank_helper`, else the venv's script."""
+        return self.spank_helper or self.venv_bin / PRIVATETMP_HELPER
 
     @property
     def venv(self) -> Path:
@@ -551,10 +620,12 @@ class SlurmLab:
             self.install_hooks()
         self._ensure_munge_key()
         self._check_ports()
+        self._write_job_container_confs()
         state: dict[str, Any] = {
             "nodes": list(self.nodes),
             "owner": [os.getpid(), _proc_start_time(os.getpid())],
             "node": {},
+            "job_container": self.job_container,
         }
         try:
             if self.globus_api:
@@ -589,7 +660,8 @@ class SlurmLab:
 
     def ensure_packages(self) -> None:
         """apt-get install what is missing; ``apt-get update`` only when the install needs it."""
-        missing = [p for p in APT_PACKAGES if not self._dpkg_installed(p)]
+        wanted = [*APT_PACKAGES, *(JOB_CONTAINER_APT_PACKAGES if self.job_container else ())]
+        missing = [p for p in wanted if not self._dpkg_installed(p)]
         if not missing:
             return
         self._log(f"installing {' '.join(missing)}")
@@ -841,11 +913,169 @@ class SlurmLab:
         tmp.replace(self.globus_tmp_conf)  # atomic: a hook never reads half a file
         return self.globus_tmp_conf
 
+    # ----------------------------------------------------------------- job_container/tmpfs
+
+    def build_spank_plugin(self) -> Path:
+        """Compile the checkout's spank/globus_tmp_spank.c into ``<root>/lib``; return the .so.
+
+        gcc directly (spank/Makefile's flags), not ``make``: no build artefacts in the
+        checkout. Written beside and renamed, so a slurmstepd that has the old one mapped
+        keeps a consistent file.
+        """
+        src = self.repo / SPANK_SOURCE
+        if not src.exists():
+            raise LabError(f"no {src}: the checkout has no SPANK plugin")
+        self.lib_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.lib_dir.chmod(0o755)
+        tmp = self.lib_dir / f".{SPANK_PLUGIN}.{os.getpid()}"
+        try:
+            _run(
+                [
+                    "gcc",
+                    "-Wall",
+                    "-Wextra",
+                    "-O2",
+                    "-shared",
+                    "-fPIC",
+                    "-I/usr/include/slurm",
+                    "-o",
+                    str(tmp),
+                    str(src),
+                ],
+                timeout=120,
+            )
+            tmp.chmod(0o755)  # sbatch/srun of the job users load it too (plugstack.conf)
+            tmp.replace(self.spank_plugin)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.spank_plugin
+
+    def _write_job_container_confs(self) -> None:
+        """job_container.conf and plugstack.conf beside slurm.conf when on; neither when off.
+
+        When on, also builds the plugin and empties BasePath: job ids restart at 1 with
+        each ``up`` (slurmctld -c), and a ``<node>/<job>`` dir left from an earlier lab makes
+        job_container/tmpfs skip the container and the job fail.
+        """
+        if not self.job_container:
+            self.plugstack_conf.unlink(missing_ok=True)
+            self.job_container_conf.unlink(missing_ok=True)
+            return
+        if "Contain" not in self.prolog_flags.split(","):
+            raise LabError("job_container/tmpfs needs PrologFlags=Contain")
+        self.build_spank_plugin()
+        if self.job_tmp_base.exists():
+            shutil.rmtree(self.job_tmp_base)
+        self.job_tmp_base.mkdir(mode=0o755, parents=True)
+        self.job_container_conf.write_text(
+            "# Written by tests/lab/slurmlab.py: a private /tmp per job (Debian's 22.05\n"
+            "# appends /<node> to BasePath itself).\n"
+            f"AutoBasePath=true\nBasePath={self.job_tmp_base}\n"
+        )
+        self.job_container_conf.chmod(0o644)
+        self.write_plugstack_conf()
+
+    def write_plugstack_conf(self) -> Path:
+        """(Re)write plugstack.conf: the plugin with :attr:`spank_helper_path` and the timeout.
+
+        Each slurmstepd reads it when it starts, so a new helper applies to the next job
+        without restarting anything.
+        """
+        line = f"optional {self.spank_plugin} helper={self.spank_helper_path}"
+        if self.spank_timeout is not None:
+            line += f" timeout={self.spank_timeout:g}"
+        tmp = self.plugstack_conf.with_suffix(".tmp")
+        tmp.write_text(f"# Written by tests/lab/slurmlab.py.\n{line}\n")
+        tmp.chmod(0o644)
+        tmp.replace(self.plugstack_conf)
+        return self.plugstack_conf
+
+    def set_job_container(
+        self,
+        on: bool,
+        helper: Optional[PathLike] = None,
+        timeout: Optional[float] = None,
+    ) -> float:
+        """Switch job_container/tmpfs and the SPANK plugin on or off on the running, idle lab.
+
+        ``helper`` and ``timeout`` are the plugin's ``helper=`` (default: the lab venv's
+        globus-tmp-privatetmp) and ``timeout=`` (default: the plugin's own, 30 s). Rewrites
+        slurm.conf, job_container.conf and plugstack.conf, has slurmctld re-read its config
+        (``scontrol reconfigure``) and restarts every node (a plugin type is loaded when
+        slurmd starts): node-local /tmp and state start empty, as after a reboot. If only
+        the helper or timeout changes, only plugstack.conf is rewritten (no restart).
+        Returns the seconds it took (a few: about 1 s per node).
+        """
+        t0 = time.monotonic()
+        self._require_root()
+        state = self._load_state()
+        if not self.is_up():
+            raise LabError("set_job_container needs a running lab (lab up)")
+        self.job_container = on
+        self.spank_helper = Path(helper) if helper else None
+        self.spank_timeout = timeout
+        if state.get("job_container", False) is on:  # None: a switch that failed midway
+            if on:
+                self.write_plugstack_conf()
+            return time.monotonic() - t0
+        ids = self.job_ids()
+        if ids:
+            raise LabError(f"set_job_container needs an idle lab; jobs: {ids}")
+        state["job_container"] = None
+        self._save_state(state)
+        self.ensure_packages()
+        self._write_job_container_confs()
+        self._write_slurm_conf()
+        self.scontrol("reconfigure")
+        for node in self.nodes:
+            self._restart_node(node, state)
+        state["job_container"] = on
+        self._save_state(state)
+        self._wait_ready()
+        took = time.monotonic() - t0
+        self._log(f"job_container {'on' if on else 'off'} in {took:.1f}s")
+        return took
+
+    def _restart_node(self, node: str, state: dict[str, Any], timeout: float = 60) -> None:
+        """Stop a node cleanly (SIGTERM to its init) and start it afresh; the state is saved.
+
+        Returns once slurmctld has the new slurmd's registration."""
+        rec = self._node_records(state).get(node)
+        if rec is None:
+            raise LabError(f"no {node} recorded: is the lab up?")
+        registered = self.node_info(node).get("SlurmdStartTime")
+        self._stop_node(node, rec)
+        # SlurmdStartTime has whole seconds: a slurmd started within the same second as
+        # the one it replaces would look unregistered forever.
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            then = time.mktime(time.strptime(str(registered), "%Y-%m-%dT%H:%M:%S"))
+            while time.time() < then + 1:
+                time.sleep(0.05)
+        state["node"][node] = self._start_node(node)
+        self._save_state(state)
+        state["node"][node] = self._wait_node(node, state["node"][node])
+        self._save_state(state)
+        deadline = time.monotonic() + timeout
+        while self.node_info(node).get("SlurmdStartTime") == registered:
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the new slurmd of {node} did not register in {timeout:.0f}s\n"
+                    + self._logs_excerpt(10)
+                )
+            time.sleep(0.2)
+
     def _write_slurm_conf(self) -> None:
         host = socket.gethostname().split(".")[0]
+        container = ""
+        if self.job_container:
+            # job_container.conf has no slurm.conf key: Slurm reads it beside slurm.conf.
+            container = (
+                f"JobContainerType=job_container/tmpfs\nPlugStackConfig={self.plugstack_conf}\n"
+            )
         hooks = ""
         if self.hooks:
             hooks = "".join(f"{k}={self.venv_bin / v}\n" for k, v in HOOK_SCRIPTS.items())
+        hooks = container + hooks
         nodes = "".join(
             f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.node_port(n)} "
             f"CPUs={self.cpus_per_node} RealMemory=1000 State=UNKNOWN\n"
@@ -1034,6 +1264,7 @@ PrologEpilogTimeout=180
             f"slurmd -D -N {node} -f {shlex.quote(str(self.slurm_conf))}"
         )
         argv = [
+            *self._node_pinning(node),
             "unshare",
             "--pid",
             "--fork",
@@ -1047,6 +1278,21 @@ PrologEpilogTimeout=180
         ]
         pid, start = self._spawn(argv, self.log_dir / f"slurmd.{node}.out")
         return {"unshare": [pid, start], "boot_id": boot_id}
+
+    def _node_pinning(self, node: str) -> list[str]:
+        """``taskset -c CPU`` for a node with job_container on, else nothing.
+
+        On this kernel (6.18) mount namespace ids are not ordered by creation time across
+        CPUs, and job_container/tmpfs's bind of the job's new namespace onto ``.ns`` fails
+        with EINVAL (the kernel's namespace-loop check: "not newer than mine") when the
+        job's namespace got a lower id than the node's, i.e. was made on another CPU: the
+        job is cancelled ("Prolog"), about one time in three. With the node's namespace
+        and everything in the node made on one CPU, ids are ordered again.
+        """
+        if not self.job_container:
+            return []
+        cpus = sorted(os.sched_getaffinity(0))
+        return ["taskset", "-c", str(cpus[self.nodes.index(node) % len(cpus)])]
 
     def _wait_node(self, node: str, rec: Mapping[str, Any], timeout: float = 10) -> dict[str, Any]:
         """Wait until the node's init runs slurmd; return its record with every pid and ns.
@@ -1397,6 +1643,7 @@ PrologEpilogTimeout=180
             "slurm_conf": str(self.slurm_conf),
             "daemons": daemons,
             "up": self.is_up(),
+            "job_container": bool(state.get("job_container")),
             "globus_api_url": self._globus_api_url(),
             "nodes": {
                 node: {
