@@ -12,8 +12,8 @@
  *     HELPER init JOBID UID      (slurm_spank_init)
  *     HELPER exit JOBID UID      (slurm_spank_exit)
  * with a clean environment (PATH, SLURMD_NODENAME, SLURM_CONF), stdin/stdout/stderr on
- * /dev/null (the helper logs itself), in a session of its own, bounded by timeout=: on
- * timeout the helper's whole process group is SIGKILLed. It never fails a job: every
+ * /dev/null (the helper logs itself), in a session of its own, SIGTERM ignored, bounded
+ * by timeout=: on timeout the helper's whole process group is SIGKILLed. It never fails a job: every
  * callback returns 0, a failure is one line in slurmd's log.
  *
  * plugstack.conf:
@@ -89,6 +89,11 @@ static void exec_helper(char **argv, char **envp)
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
+	/* A job ended by its time limit or scancel gets SIGTERM on every process of its
+	 * steps, the helper too (measured: it died 20 ms into its exit run, before it could
+	 * move anything). Ignored across execve; our timeout and Slurm's SIGKILL after
+	 * KillWait still bound it. */
+	signal(SIGTERM, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	fd = open("/dev/null", O_RDWR);

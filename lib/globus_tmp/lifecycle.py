@@ -345,11 +345,17 @@ class NodeLifecycle:
         if gone:
             what += f"; {gone}"
         if export and not held:
-            self._free_private_tmp(export, None)
+            self._free_private_tmp(user, export, None)
         staged, tasks = "", list[str]()
         if held or self._declared(user, job.job_id):
             endpoint = instance.endpoint_id if instance else None
-            staged, tasks = self._stage_out(user, job.job_id, endpoint, held)
+            lost = None
+            if export and not held:
+                lost = (
+                    "the job's private /tmp was not kept past its end (see this node's "
+                    "hook log and slurmd log for globus-tmp-privatetmp)"
+                )
+            staged, tasks = self._stage_out(user, job.job_id, endpoint, lost)
         what += staged
         if state.jobs:
             if state.stage_tasks:
@@ -375,14 +381,14 @@ class NodeLifecycle:
     # -- stage-out ---------------------------------------------------------------
 
     def _stage_out(
-        self, user: UserIdentity, job_id: str, endpoint: str | None, held: bool
+        self, user: UserIdentity, job_id: str, endpoint: str | None, lost: str | None
     ) -> tuple[str, list[str]]:
         """Submit what the job declared for its end on this node (as the user, with the
         user's tokens) from ``endpoint`` (None: no GCP runs); a note for the log line and
-        the task ids submitted. ``held``: the job's private /tmp waits in a hold."""
+        the task ids submitted. ``lost``: why the job's files are gone, if known."""
         try:
             outcomes = self.actions_for(user).submit_stage_outs(
-                job_id, self.node, endpoint, self._step()
+                job_id, self.node, endpoint, self._step(), lost
             )
         except GlobusTmpError as exc:
             self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
@@ -390,17 +396,16 @@ class NodeLifecycle:
         tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
         for o in outcomes:
             self._log_stage_out(o)
-        if tasks or held:
-            with self.store.jobs_lock(user.name, self._left()):
-                state = self._read(user)
-                state.stage_tasks = sorted(set(state.stage_tasks) | set(tasks))
-                hold = state.holds.get(job_id)
-                if hold is not None:
-                    hold.tasks = tasks
-                freed = self._pop_done_holds(state)
-                self.store.write(state)
-            for export_path, done in freed:
-                self.log.info(self._free_private_tmp(export_path, done))
+        with self.store.jobs_lock(user.name, self._left()):  # the hold learns its tasks
+            state = self._read(user)
+            state.stage_tasks = sorted(set(state.stage_tasks) | set(tasks))
+            hold = state.holds.get(job_id)
+            if hold is not None:
+                hold.tasks = tasks
+            freed = self._pop_done_holds(state)
+            self.store.write(state)
+        for export_path, done in freed:
+            self.log.info(self._free_private_tmp(user, export_path, done))
         if not outcomes:
             return "", tasks
         return f"; {len(tasks)} of {len(outcomes)} stage-out(s) submitted", tasks
@@ -454,22 +459,27 @@ class NodeLifecycle:
             freed = self._pop_done_holds(state)
             self.store.write(state)
         for export, hold in freed:
-            self.log.info(self._free_private_tmp(export, hold))
+            self.log.info(self._free_private_tmp(user, export, hold))
 
-    @staticmethod
     def _pop_done_holds(
-        state: UserNodeState, everything: bool = False
+        self, state: UserNodeState, everything: bool = False
     ) -> list[tuple[str | None, HeldTmp | None]]:
         """Drop from the state the holds no pending stage-out reads (``everything``: all
-        holds and exports, GCP is stopping); the caller frees them."""
+        holds and exports, GCP is stopping); the caller frees them. A hold whose job's
+        Epilog has not submitted yet (``tasks`` None) is kept for ``hook_timeout``."""
         freed: list[tuple[str | None, HeldTmp | None]] = []
+        young = time.time() - self.cfg.hook_timeout
         for job_id, hold in list(state.holds.items()):
-            if everything or not set(hold.tasks) & set(state.stage_tasks):
-                del state.holds[job_id]
-                freed.append((state.job_tmp.pop(job_id, None), hold))
+            if hold.tasks is None:
+                if not everything or hold.since > young:
+                    continue
+            elif not everything and set(hold.tasks) & set(state.stage_tasks):
+                continue
+            del state.holds[job_id]
+            freed.append((state.job_tmp.pop(job_id, None), hold))
         if everything and not state.jobs:
-            freed.extend((export, None) for export in state.job_tmp.values())
-            state.job_tmp.clear()
+            for job_id in [j for j in state.job_tmp if j not in state.holds]:
+                freed.append((state.job_tmp.pop(job_id), None))
         return freed
 
     def free_unserved_private_tmp(self, user: UserIdentity) -> list[str]:
@@ -480,15 +490,15 @@ class NodeLifecycle:
                 return []
             freed = self._pop_done_holds(state, everything=True)
             self.store.write(state)
-        notes = [self._free_private_tmp(export, hold) for export, hold in freed]
+        notes = [self._free_private_tmp(user, export, hold) for export, hold in freed]
         for note in notes:
             self.log.info(f"repair: {note} (no GCP serves it)")
         return notes
 
-    def _free_private_tmp(self, export: str | None, hold: HeldTmp | None) -> str:
-        from .privatetmp import PrivateTmp
-
-        return PrivateTmp.free(export, hold)
+    def _free_private_tmp(
+        self, user: UserIdentity, export: str | None, hold: HeldTmp | None
+    ) -> str:
+        return self.private_tmp.free(user, export, hold)
 
     def after_last_job(self, user: UserIdentity, submitted: list[str] | None = None) -> str:
         """No job of the user is left here: stop GCP, or hand over to a drain (at once
@@ -577,7 +587,7 @@ class NodeLifecycle:
                 freed = self._pop_done_holds(state, everything=True)
                 self.store.write(state)
         for export, hold in freed:
-            self.log.info(self._free_private_tmp(export, hold))
+            self.log.info(self._free_private_tmp(user, export, hold))
         return f"GCP pid {instance.pid} {how} ({why}); {released}"
 
     def _stop_process(self, user: UserIdentity, instance: GcpInstance) -> str:

@@ -86,8 +86,9 @@ class HeldTmp:
     path: str
     size: int
     since: float
-    tasks: list[str] = field(default_factory=list)
-    """The stage-out tasks reading it; the hold is freed once they all ended."""
+    tasks: Optional[list[str]] = None
+    """The stage-out tasks reading it, once the job's Epilog has submitted them (None
+    before); the hold is freed once they have all ended."""
 
 
 @dataclass

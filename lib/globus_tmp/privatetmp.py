@@ -25,8 +25,11 @@ moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP r
 
 The Epilog submits the stage-out from the export path; a hold is freed when its tasks
 have ended or the user's GCP stops (:meth:`PrivateTmp.free`), and ``reconcile`` removes
-holds no state knows of (a reboot). Both commands always exit 0: a job must not fail
-because its data could not be exported; the hook log says why.
+holds no state knows of (a reboot). Root only renames and mounts directories whose
+parents it owns; reading sizes in a job's tree and deleting its files run as the user
+(on a bind of the tree at a root-owned place the user can reach). Both commands always
+exit 0: a job must not fail because its data could not be exported; the hook log says
+why.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
@@ -45,6 +50,10 @@ from .errors import GlobusTmpError
 from .hooklog import HookLog
 from .job import UserIdentity
 from .nodestate import HeldTmp, NodeStateStore, check_trusted_dir
+
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from typing import Any
 
 HOLD_DIR = ".globus-tmp-hold"
 _SIZE_BUDGET = 10.0  # seconds to measure a job's /tmp before giving up on holding it
@@ -106,11 +115,11 @@ class PrivateTmp:
             self._drop_export(user, job_id, target)
             return False, f"job {job_id} declared no stage-out; its private /tmp goes"
         base, source = self._job_dir(job_id, user.uid)
-        size = _tree_size(source, time.monotonic() + _SIZE_BUDGET)
+        size = self._as_user_at(user, source, tree_size, _SIZE_BUDGET)
         held_now = self.held_bytes()
         if size is None or held_now + size > self.cfg.hold_max_bytes:
             self._drop_export(user, job_id, target)
-            amount = "more than can be measured in time" if size is None else f"{size} bytes"
+            amount = "what cannot be measured in time" if size is None else f"{size} bytes"
             raise PrivateTmpError(
                 f"not held: job {job_id}'s /tmp holds {amount}, {held_now} bytes are held on "
                 f"{self.node} already and hold_max_bytes is {self.cfg.hold_max_bytes}; "
@@ -171,10 +180,10 @@ class PrivateTmp:
 
     # -- after the stage-out -----------------------------------------------------
 
-    @staticmethod
-    def free(export: str | None, hold: HeldTmp | None) -> str:
+    def free(self, user: UserIdentity, export: str | None, hold: HeldTmp | None) -> str:
         """Unmount a job's export and delete its hold (the caller has dropped both from
-        the state). ``rmtree`` works on directory fds and never follows a symlink."""
+        the state). The files are deleted as the user: root only removes the emptied
+        directory it had renamed into the hold."""
         from .mounts import unmount
 
         if export:
@@ -184,9 +193,39 @@ class PrivateTmp:
                 os.rmdir(export)
         if hold is None:
             return "export removed"
-        shutil.rmtree(hold.path, ignore_errors=True)
-        left = os.path.lexists(hold.path)
-        return f"hold {hold.path} ({hold.size} bytes) {'NOT removed' if left else 'freed'}"
+        return self.delete_hold(user, Path(hold.path), f" ({hold.size} bytes)")
+
+    def delete_hold(self, user: UserIdentity, path: Path, what: str = "") -> str:
+        with contextlib.suppress(GlobusTmpError, OSError):
+            if os.path.lexists(path):
+                self._as_user_at(user, path, empty_dir, 60.0)
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            return f"hold {path}{what} NOT removed ({exc.strerror}); reconcile retries"
+        return f"hold {path}{what} freed"
+
+    def _as_user_at(
+        self, user: UserIdentity, path: Path, fn: Callable[[str, float], Any], budget: float
+    ) -> Any:
+        """``fn(view, budget)`` as the user, on ``path`` bound at a view the user can
+        reach: root never reads or deletes inside a user's tree itself."""
+        from .mounts import bind, unmount
+        from .privileges import run_as
+
+        view = tempfile.mkdtemp(prefix=".user-view-", dir=self.store.root)
+        try:
+            os.chmod(view, 0o755)
+            bind(str(path), view)
+            try:
+                return run_as(user, budget + 5, fn, view, budget)
+            finally:
+                unmount(view)
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(view)
 
     def orphan_holds(self) -> list[Path]:
         """Hold directories no user's state knows of (a reboot cleared the state)."""
@@ -201,6 +240,13 @@ class PrivateTmp:
                     if str(base / HOLD_DIR / name) not in known:
                         found.append(base / HOLD_DIR / name)
         return found
+
+    def delete_orphan(self, path: Path) -> str:
+        try:
+            user = UserIdentity.from_uid(os.lstat(path).st_uid)
+        except (GlobusTmpError, OSError) as exc:
+            return f"hold {path} NOT removed ({exc})"
+        return self.delete_hold(user, path, " (no node state knows it)")
 
     # -- where the job's /tmp is -------------------------------------------------
 
@@ -227,22 +273,41 @@ class PrivateTmp:
         )
 
 
-def _tree_size(root: Path, deadline: float) -> int | None:
-    """Bytes in regular files under ``root`` (no symlink followed); None past deadline."""
-    total, stack = 0, [str(root)]
+def tree_size(root: str, budget: float) -> int | None:
+    """Bytes in regular files under ``root`` (no symlink followed); None past budget.
+    Runs as the user."""
+    deadline = time.monotonic() + budget
+    total, stack = 0, [root]
     while stack:
         if time.monotonic() > deadline:
             return None
+        path = stack.pop()
         try:
-            with os.scandir(stack.pop()) as entries:
+            with os.scandir(path) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                     elif entry.is_file(follow_symlinks=False):
                         total += entry.stat(follow_symlinks=False).st_size
         except OSError:
-            continue
+            if path == root:
+                return None  # cannot be measured: not held
     return total
+
+
+def empty_dir(root: str, budget: float) -> int:
+    """Delete everything below ``root`` (not ``root``: a mount point); runs as the user.
+    ``rmtree`` works on directory fds and never follows a symlink."""
+    left = 0
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        left += os.path.lexists(path)
+    return left
 
 
 # -- the command the SPANK plugin runs -----------------------------------------------
@@ -256,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     ``clonens-init|clonens-epilog`` with Slurm's environment (``job_container.conf``'s
     CloneNSScript/CloneNSEpilog, Slurm 24.05+). Always exits 0; the hook log says why."""
     args = sys.argv[1:] if argv is None else argv
+    # A job ended at its time limit or by scancel: Slurm sends SIGTERM to every process
+    # of its steps, this one too (it runs under the extern step). The move into the hold
+    # must not be cut short by it; alarm_backstop and the plugin's timeout bound us.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log = HookLog("privatetmp")
     bases: list[Path] = []
     if len(args) == 3 and args[0] in ("init", "exit"):

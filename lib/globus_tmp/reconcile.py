@@ -21,7 +21,6 @@ repair.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from .errors import GlobusTmpError
@@ -50,9 +49,9 @@ class NodeReconciler:
             except GlobusTmpError as exc:
                 out.append((name, f"reconcile failed: {exc}"))
         if self.lifecycle.slurm.private_tmp:
-            for path in self.lifecycle.private_tmp.orphan_holds():
-                shutil.rmtree(path, ignore_errors=True)
-                note = f"deleted hold {path}: no node state knows it"
+            private_tmp = self.lifecycle.private_tmp
+            for path in private_tmp.orphan_holds():
+                note = private_tmp.delete_orphan(path)
                 self.lifecycle.log.info(f"repair: {note}")
                 out.append(("-", note))
         return out

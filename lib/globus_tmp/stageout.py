@@ -188,12 +188,20 @@ def declared_count(user_dir: Path, cluster: str, job_id: str, node: str) -> int:
 
 
 def submit_declared(
-    session_for: Any, user_dir: Path, cluster: str, job_id: str, node: str, endpoint: str | None
+    session_for: Any,
+    user_dir: Path,
+    cluster: str,
+    job_id: str,
+    node: str,
+    endpoint: str | None,
+    gone_why: str | None = None,
 ) -> list[dict[str, Any]]:
     """Submit the job's declared stage-outs from this node; one outcome per record.
 
     ``endpoint`` is this node's endpoint id (None: no GCP runs, the records fail).
     ``session_for()`` gives the user's Globus session, created only if needed.
+    ``gone_why``: why a missing source is missing, when the caller knows (a private
+    /tmp that was not kept).
     """
     store = StageOutStore(user_dir)
     outcomes: list[dict[str, Any]] = []
@@ -203,7 +211,7 @@ def submit_declared(
             if endpoint is None:
                 record.fail(f"no globus-tmp endpoint ran on {node} when the job ended")
             elif not os.path.lexists(record.source_path):
-                record.fail(f"{record.source} did not exist when the job ended")
+                record.fail(gone_why or f"{record.source} did not exist when the job ended")
             else:
                 try:
                     session = session or session_for()

@@ -81,7 +81,7 @@ class UserActions(Protocol):
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]: ...
 
     def submit_stage_outs(
-        self, job_id: str, node: str, endpoint: str | None, timeout: float
+        self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
     ) -> list[dict[str, Any]]: ...
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]: ...
@@ -241,15 +241,18 @@ class ForkedUserActions:
         return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
 
     def submit_stage_outs(
-        self, job_id: str, node: str, endpoint: str | None, timeout: float
+        self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
     ) -> list[dict[str, Any]]:
         """Submit the job's stage-outs declared on ``node``; one outcome per record."""
         return list(
-            run_as(self.user, timeout + 2, self._submit_stage_outs, job_id, node, endpoint, timeout)
-        )
+            run_as(
+                self.user, timeout + 2, self._submit_stage_outs, job_id, node, endpoint,
+                timeout, gone_why,
+            )
+        )  # fmt: skip
 
     def _submit_stage_outs(
-        self, job_id: str, node: str, endpoint: str | None, timeout: float
+        self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
     ) -> list[dict[str, Any]]:
         from .stageout import StageOutStore, submit_declared
 
@@ -257,7 +260,7 @@ class ForkedUserActions:
             return []  # most jobs: no Globus session, no import of globus_sdk
         _http_timeout(timeout)
         return submit_declared(
-            self._session, self.pool_root, self.holder.cluster, job_id, node, endpoint
+            self._session, self.pool_root, self.holder.cluster, job_id, node, endpoint, gone_why
         )
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,12 @@ tmp = job_dir / ".77"
 tmp.mkdir(mode=0o700)
 os.chown(tmp, user.uid, user.gid)
 (tmp / "result.dat").write_bytes(b"x" * 1000)
+(tmp / "sub").mkdir()
+(tmp / "sub" / "more.dat").write_bytes(b"y" * 24)
+os.symlink("/etc/passwd", tmp / "link")                # never followed, never counted
+for p in (tmp / "sub", tmp / "sub" / "more.dat", tmp / "result.dat"):
+    os.chown(p, user.uid, user.gid)
+os.lchown(tmp / "link", user.uid, user.gid)
 store = NodeStateStore(root / "state")
 store.ensure()
 cfg = Config(hold_max_bytes=cap)
@@ -56,7 +64,7 @@ out["holds"] = {k: v.path for k, v in state.holds.items()}
 hold = state.holds.get("77")
 if hold is not None:
     out["hold_mode"] = oct(os.stat(Path(hold.path).parent).st_mode & 0o777)
-    out["free"] = PrivateTmp.free(state.job_tmp.get("77"), hold)
+    out["free"] = pt.free(user, state.job_tmp.get("77"), hold)
     out["hold_left"] = os.path.exists(hold.path)
     out["export_left"] = os.path.exists(export)
 print(json.dumps(out))
@@ -66,14 +74,16 @@ print(json.dumps(out))
 def _run(tmp_path: Path, cap: int, declared: int) -> dict[str, object]:
     if os.geteuid() != 0:
         pytest.skip("mounts need root")
-    root = tmp_path / "pt"
-    root.mkdir()
-    os.chmod(tmp_path, 0o755)
-    res = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", SCENARIO,
-         str(root), "gtunit1", str(cap), str(declared)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="pt-", dir="/tmp"))  # users reach the state dir
+    root.chmod(0o755)
+    try:
+        res = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+             SCENARIO, str(root), "gtunit1", str(cap), str(declared)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
 
@@ -87,11 +97,12 @@ def test_a_declared_stage_out_holds_the_files_at_the_same_path(
     tmp_path: Path, user: None
 ) -> None:
     out = _run(tmp_path, cap=10**9, declared=1)
-    assert out["export_sees"] == ["result.dat"]
+    assert out["export_sees"] == ["link", "result.dat", "sub"]
     assert str(out["job_tmp"]).count("jobtmp/gtunit1/77") == 1
     assert out["held"] is True, out["exit"]
     assert out["job_dir_after"] == []  # Slurm's teardown finds nothing to delete
-    assert out["export_after"] == ["result.dat"]  # same path, now served from the hold
+    assert out["export_after"] == ["link", "result.dat", "sub"]  # same path, from the hold
+    assert "(1024 bytes)" in str(out["exit"])
     assert str(out["holds"]).endswith(".globus-tmp-hold/77'}")
     assert out["hold_mode"] == "0o700"
     assert "freed" in str(out["free"]) and out["hold_left"] is False
@@ -108,7 +119,7 @@ def test_without_a_declaration_nothing_is_held(tmp_path: Path, user: None) -> No
 def test_past_the_cap_nothing_is_held_and_the_reason_names_the_key(
     tmp_path: Path, user: None
 ) -> None:
-    out = _run(tmp_path, cap=999, declared=1)
+    out = _run(tmp_path, cap=1023, declared=1)
     assert out["held"] is False
     assert "not held" in str(out["exit"]) and "hold_max_bytes" in str(out["exit"])
     assert out["job_dir_after"] == [".77"] and out["holds"] == {}
