@@ -11,6 +11,7 @@ so a test compares what the TaskProlog exported with what the CLI says, per node
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -203,3 +204,19 @@ class GcpSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def output_field(output: str, key: str) -> str:
+    """The rest of the line ``KEY value`` a job printed (AssertionError if none)."""
+    for line in output.splitlines():
+        if line.startswith(key + " "):
+            return line.split(None, 1)[1]
+    raise AssertionError(f"no {key} line in the job output:\n{output}")

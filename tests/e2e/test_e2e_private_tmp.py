@@ -9,13 +9,19 @@ the job for a declared stage-out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from e2e_jobs import GcpSampler, explain, flag_path, release, wait_for
+from e2e_jobs import (
+    GcpSampler,
+    explain,
+    flag_path,
+    output_field,
+    release,
+    sha256_file,
+    wait_for,
+)
 from slurmlab import SlurmLab
 
 NODE = "n1"
@@ -33,27 +39,12 @@ def jc_lab(lab: SlurmLab) -> Iterator[SlurmLab]:
         lab.set_job_container(False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _field(output: str, key: str) -> str:
-    for line in output.splitlines():
-        if line.startswith(key + " "):
-            return line.split(None, 1)[1]
-    raise AssertionError(f"no {key} line in the job output:\n{output}")
-
-
 def _wait_line(lab: SlurmLab, job: str, user: str, key: str, timeout: float = 120) -> str:
     def printed() -> bool:
         return any(line.startswith(key + " ") for line in lab.job_output(job, user).splitlines())
 
     wait_for(printed, timeout, f"job {job} to print {key}")
-    return _field(lab.job_output(job, user), key)
+    return output_field(lab.job_output(job, user), key)
 
 
 def _holds(lab: SlurmLab, node: str) -> list[str]:
@@ -81,10 +72,10 @@ def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -
     assert on_node.returncode != 0, "the job's /tmp is the node's: job_container is off?"
     info = lab.wait_jobs([job], timeout=240)[job]
     assert info is not None and info.state == "TIMEOUT", explain(lab, job, user=user)
-    digest = _field(lab.job_output(job, user), "SHA256")
+    digest = output_field(lab.job_output(job, user), "SHA256")
     assert not lab.wait_no_gcp(user, timeout=180), explain(lab, job, user=user)
     assert (root / "out.bin").exists(), explain(lab, job, user=user)
-    assert _sha256(root / "out.bin") == digest
+    assert sha256_file(root / "out.bin") == digest
     res = lab.endpoint_cli(user, "stage-status", job, "--json")
     (row,) = json.loads(res.stdout)
     assert row["state"] == "succeeded" and row["held"] is True, row

@@ -9,27 +9,10 @@ login node would.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
-from e2e_jobs import explain
+from e2e_jobs import explain, output_field, sha256_file
 from slurmlab import SlurmLab
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _field(output: str, key: str) -> str:
-    for line in output.splitlines():
-        if line.startswith(key + " "):
-            return line.split()[1]
-    raise AssertionError(f"no {key} line in the job output:\n{output}")
 
 
 def _declaring_job(dest: str, megabytes: int, name: str, then: str = "sleep 600") -> str:
@@ -58,9 +41,9 @@ def test_a_job_killed_at_its_time_limit_still_stages_out(lab: SlurmLab) -> None:
     job = lab.sbatch(user, _declaring_job(f"{collection}:/out.bin", 200, "timeout"), "--time=1")
     info = lab.wait_jobs([job], timeout=240)[job]
     assert info is not None and info.state == "TIMEOUT", explain(lab, job, user=user)
-    digest = _field(lab.job_output(job, user), "SHA256")
+    digest = output_field(lab.job_output(job, user), "SHA256")
     assert not lab.wait_no_gcp(user, timeout=180), explain(lab, job, user=user)
-    assert _sha256(root / "out.bin") == digest
+    assert sha256_file(root / "out.bin") == digest
     (row,) = _status(lab, user, job)
     assert row["state"] == "succeeded" and row["bytes_transferred"] == 200 * 1024 * 1024, row
     log = lab.hook_log(str(row["node"])).splitlines()

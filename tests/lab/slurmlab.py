@@ -1045,6 +1045,13 @@ class SlurmLab:
             raise LabError(f"no {node} recorded: is the lab up?")
         registered = self.node_info(node).get("SlurmdStartTime")
         self._stop_node(node, rec)
+        self._start_registered(node, state, registered, timeout)
+
+    def _start_registered(
+        self, node: str, state: dict[str, Any], registered: Optional[str], timeout: float
+    ) -> None:
+        """Start a stopped node; return once slurmctld has its new slurmd's registration
+        (``SlurmdStartTime`` no longer ``registered``)."""
         # SlurmdStartTime has whole seconds: a slurmd started within the same second as
         # the one it replaces would look unregistered forever.
         with contextlib.suppress(TypeError, ValueError, OverflowError):
@@ -1840,18 +1847,7 @@ PrologEpilogTimeout=180
         self._stop_node(node, rec, hard=True)
         if rec.get("pidns") and any(_pid_ns(p) == rec["pidns"] for p in _all_pids()):
             raise LabError(f"processes of {node} survived its init's SIGKILL")
-        state["node"][node] = self._start_node(node)
-        self._save_state(state)
-        state["node"][node] = self._wait_node(node, state["node"][node])
-        self._save_state(state)
-        deadline = time.monotonic() + timeout
-        while self.node_info(node).get("SlurmdStartTime") == registered:
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"the new slurmd of {node} did not register in {timeout:.0f}s\n"
-                    + self._logs_excerpt(10)
-                )
-            time.sleep(0.2)
+        self._start_registered(node, state, registered, timeout)
         took = time.monotonic() - t0
         self._log(f"{node} rebooted in {took:.1f}s")
         return took
