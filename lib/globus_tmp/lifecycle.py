@@ -390,9 +390,9 @@ class NodeLifecycle:
             outcomes = self.actions_for(user).submit_stage_outs(
                 job_id, self.node, endpoint, self._step(), lost
             )
-        except GlobusTmpError as exc:
+        except GlobusTmpError as exc:  # the records stay declared; a hold stays for now
             self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
-            outcomes = []
+            return "; stage-out NOT submitted", []
         tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
         for o in outcomes:
             self._log_stage_out(o)

@@ -100,15 +100,32 @@ def test_two_jobs_each_see_their_own_private_tmp_through_one_gcp(jc_lab: SlurmLa
     with GcpSampler(lab, user, NODE) as sampler:
         jobs = [lab.sbatch(user, script, "-w", NODE) for _ in range(2)]
         paths = {job: _wait_line(lab, job, user, "JOBTMP") for job in jobs}
+        # another user on the same node, through their own endpoint and directly: nothing
+        lab.make_pool("gtbob", 1)
+        theirs = f"{paths[jobs[0]]}/mine-{jobs[0]}.dat"
+        thief = lab.sbatch(
+            "gtbob",
+            "#!/bin/bash\n"
+            f"globus-tmp-endpoint stage-out {theirs} {collection}:/stolen.dat --wait\n"
+            'echo "STAGE $?"\n'
+            f'cat {theirs} >/dev/null 2>&1; echo "READ $?"\n',
+            "-w",
+            NODE,
+        )
+        lab.wait_jobs([thief], timeout=120)
         release(lab, user, "both")
         done = lab.wait_jobs(jobs, timeout=120)
     assert all(i is not None and i.state == "COMPLETED" for i in done.values()), explain(
         lab, *jobs, user=user
     )
+    stolen = lab.job_output(thief, "gtbob")
+    assert output_field(stolen, "STAGE") != "0" and output_field(stolen, "READ") != "0", stolen
+    assert not (root / "stolen.dat").exists()
     assert sampler.max_seen == 1  # one GCP for both jobs
     assert len(set(paths.values())) == 2, paths
     for job in jobs:
         assert paths[job].endswith(f"/jobtmp/{user}/{job}")
         assert sorted(p.name for p in (root / job).iterdir()) == [f"mine-{job}.dat"]
     assert not lab.wait_no_gcp(user, timeout=120)
+    assert not lab.wait_no_gcp("gtbob", timeout=120)
     wait_for(lambda: _holds(lab, NODE) == [], timeout=30, what="no hold")
