@@ -8,4 +8,5 @@ The package is a library (this directory) with thin programs on top: the hooks i
 ``globus_tmp_prolog`` / ``globus_tmp_epilog`` and the ``globus-tmp-endpoint`` CLI.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+"""The one version source: pyproject.toml reads it (``[tool.hatch.version]``)."""

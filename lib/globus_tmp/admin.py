@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+from . import __version__
 from .config import Config, load_config
 from .drain import launch_detached
 from .errors import ConfigError
@@ -38,6 +39,7 @@ PROG = "globus-tmp-admin"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Operate globus-tmp on this node.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="globus-tmp.conf to use (default: as the hooks find it)")
     parser.add_argument("--node", help="this node's Slurm name (default: $SLURMD_NODENAME)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .config import Config, load_config
 from .errors import GlobusTmpError
 from .job import UserIdentity, node_name
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Print this node's Globus endpoint id for you (run it inside a Slurm job).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--json",
         action="store_true",
