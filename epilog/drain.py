@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config()
         store = NodeStateStore(cfg.state_dir_for(args.node))
         store.ensure()
-        log.log_file = cfg.log_file_for(args.node)
+        log.configure(cfg.log_file_for(args.node), cfg.syslog_facility)
         user = UserIdentity.from_name(args.user)
         until = args.until if args.until is not None else time.time() + cfg.linger_max
         budget = max(until - time.time(), 0) + cfg.stop_grace + 90

@@ -79,7 +79,7 @@ _TIMEOUT = "reconcile hit hook_timeout; the rest is left for the next run"
 def _reconcile(cfg: Config, node: str, only: str | None, log: HookLog) -> None:
     store = NodeStateStore(cfg.state_dir_for(node))
     store.ensure()
-    log.log_file = cfg.log_file_for(node)
+    log.configure(cfg.log_file_for(node), cfg.syslog_facility)
     lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
     from .reconcile import NodeReconciler
 

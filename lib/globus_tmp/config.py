@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "globus-tmp.conf"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 ON_FAILURE_CHOICES = ("continue", "fail")
+SYSLOG_FACILITIES = ("daemon", "user", *(f"local{i}" for i in range(8)))
 CACHE_DIR = "/run/globus-tmp/.config-cache"
 _MAX_CONFIG = 1 << 20
 
@@ -77,6 +78,18 @@ class Config:
     hold_max_bytes: int = 100 * 1024**3
     """With a private ``/tmp`` (job_container/tmpfs): how many bytes of ended jobs'
     ``/tmp`` this node may keep for their declared stage-outs."""
+    metrics_file: str = ""
+    """A Prometheus node_exporter textfile (e.g. ``/var/lib/node_exporter/textfile/
+    globus_tmp.prom``) the hooks and ``reconcile`` rewrite atomically; empty: off."""
+    syslog_facility: str = "daemon"
+    """The syslog facility of the hook log lines (``daemon``, ``user``, ``local0``..7)."""
+    gcp_cgroup: str = "globus-tmp"
+    """Parent cgroup of every (node, user) GCP (a systemd scope's slice, or a directory in
+    each cgroup hierarchy); empty: GCP stays in slurmd's cgroup."""
+    gcp_cpu_max: float = 0.0
+    """CPUs one user's GCP (with its transfers) may use, e.g. 2.0; 0: no limit."""
+    gcp_memory_max: int = 0
+    """Bytes of memory one user's GCP may use; 0: no limit."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 
@@ -253,6 +266,7 @@ _NUMBERS = {
     "linger_unverified",
 }
 _STRINGS = {
+    "metrics_file",
     "gcp_path",
     "state_dir",
     "user_dir",
@@ -271,9 +285,21 @@ def _check(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise bad("a number of seconds > 0")
         return float(value)
-    if key == "hold_max_bytes":
+    if key in ("hold_max_bytes", "gcp_memory_max"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad("a whole number of bytes >= 0")
+        return value
+    if key == "gcp_cpu_max":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise bad("a number of CPUs >= 0 (0: no limit)")
+        return float(value)
+    if key == "syslog_facility":
+        if value not in SYSLOG_FACILITIES:
+            raise bad(" or ".join(f'"{f}"' for f in SYSLOG_FACILITIES))
+        return value
+    if key == "gcp_cgroup":
+        if not isinstance(value, str) or any(c in value for c in "/\n") or value.startswith("."):
+            raise bad('a cgroup name without "/", e.g. "globus-tmp" (empty: off)')
         return value
     if key == "globus_service_urls":
         if not isinstance(value, dict) or not all(
@@ -300,7 +326,11 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise bad(" or ".join(f'"{c}"' for c in ON_FAILURE_CHOICES))
         if key in ("gcp_path", "state_dir") and not value.startswith("/"):
             raise bad("an absolute path")
-        if key in ("log_file", "chain_health_check") and value and not value.startswith("/"):
+        if (
+            key in ("log_file", "chain_health_check", "metrics_file")
+            and value
+            and not value.startswith("/")
+        ):
             raise bad("an absolute path")
         if key == "user_dir" and not (value.startswith("/") or value.startswith("~")):
             raise bad("an absolute path or one starting with ~")

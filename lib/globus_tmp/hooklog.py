@@ -34,6 +34,13 @@ class HookLog:
         self.log_file = log_file
         self.to_stderr = to_stderr
         self.context = ""
+        self.facility = syslog.LOG_DAEMON
+        """``syslog_facility``, set by :meth:`configure`."""
+
+    def configure(self, log_file: Path, facility: str) -> None:
+        """Where lines go once the configuration is known (``log_file``, ``syslog_facility``)."""
+        self.log_file = log_file
+        self.facility = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_DAEMON)
 
     def bind(self, **fields: object) -> None:
         """Set the fields (job, node, user) every later line carries."""
@@ -51,7 +58,7 @@ class HookLog:
         )
         line = escape_control(line)
         try:
-            syslog.openlog("globus-tmp", syslog.LOG_PID, syslog.LOG_DAEMON)
+            syslog.openlog("globus-tmp", syslog.LOG_PID, self.facility)
             syslog.syslog(priority, line)
         except OSError:
             pass

@@ -44,7 +44,7 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
             store = NodeStateStore(cfg.state_dir_for(job.node))
             store.ensure()
-            log.log_file = cfg.log_file_for(job.node)
+            log.configure(cfg.log_file_for(job.node), cfg.syslog_facility)
             lifecycle = NodeLifecycle(cfg, job.node, store, log, deadline)
             log.info(action(lifecycle, job))
             return 0

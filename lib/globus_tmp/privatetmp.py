@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         with alarm_backstop(cfg.hook_timeout, "privatetmp: hit hook_timeout; gave up"):
             store = NodeStateStore(cfg.state_dir_for(node))
             store.ensure()
-            log.log_file = cfg.log_file_for(node)
+            log.configure(cfg.log_file_for(node), cfg.syslog_facility)
             bases = bases or job_container_bases(slurm_conf_path(cfg, os.environ), node)
             tmp = PrivateTmp(cfg, node, store, log, bases)
             if command == "init":
