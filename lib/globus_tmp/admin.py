@@ -1,14 +1,19 @@
 """``globus-tmp-admin``: the node operator's tool (root on a compute node).
 
-``reconcile`` compares this node's state with reality and repairs it (see
-:mod:`globus_tmp.reconcile`). It is meant to run periodically, from Slurm's
+- ``status [--json] [--user U]``: what runs on this node, per user (no network; any
+  user may run it: node state is readable by all);
+- ``doctor [--user U]``: install checks, one line each, exit code the worst;
+- ``stop --user U | --all`` and ``drain-cancel --user U``: before maintenance, end
+  drains and stop GCPs cleanly, releasing leases (never under a running job);
+- ``reconcile`` compares this node's state with reality and repairs it (see
+  :mod:`globus_tmp.reconcile`). It is meant to run periodically, from Slurm's
 ``HealthCheckProgram`` or a systemd timer, so that orphans have a bounded life even
 when no hook runs on the node again. ``HealthCheckProgram`` gets only
 ``SLURMD_NODENAME``: the configuration is found as the hooks find it, or at
 ``/etc/slurm/globus-tmp.conf``, or named with ``--config``.
 
-Exit codes: 0 done (repairs or none; failures are logged, never fatal), 2 usage,
-3 configuration.
+Exit codes: 0 done (reconcile: repairs or none; failures are logged, never fatal),
+1 refused or failed (stop), 2 usage, 3 configuration; doctor: 0 OK, 1 WARN, 2 FAIL.
 
 ``globus-tmp-healthcheck`` is the ``HealthCheckProgram`` wrapper: it runs the site's own
 health check first (``chain_health_check``; its exit code is the verdict Slurm sees),
@@ -27,7 +32,7 @@ import time
 from . import __version__
 from .config import Config, load_config
 from .drain import launch_detached
-from .errors import ConfigError
+from .errors import ConfigError, GlobusTmpError
 from .hooklog import HookLog, escape_control
 from .hookrunner import alarm_backstop, log_failure
 from .job import UserIdentity, node_name
@@ -47,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         "reconcile", help="repair node state against live jobs and processes (safe any time)"
     )
     rec.add_argument("--user", help="only this user")
+    status = sub.add_parser("status", help="what runs on this node, per user (no network)")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--user", help="only this user")
+    doctor = sub.add_parser("doctor", help="check the installation; exit code is the worst")
+    doctor.add_argument("--user", help="also try link() in this user's user_dir, as them")
+    stop = sub.add_parser("stop", help="end drains and stop GCP cleanly, releasing leases")
+    who = stop.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user")
+    who.add_argument("--all", action="store_true", help="every user of the node")
+    cancel = sub.add_parser("drain-cancel", help="end a user's drain now and stop the GCP")
+    cancel.add_argument("--user", required=True)
     return parser
 
 
@@ -54,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.config:
         os.environ["GLOBUS_TMP_CONFIG"] = args.config
-    log = HookLog("reconcile")
-    if os.geteuid() != 0:
-        log.error("run as root: it acts for every user of the node")
+    log = HookLog("reconcile" if args.command == "reconcile" else "admin")
+    if os.geteuid() != 0 and args.command != "status":
+        log.error(f"{args.command}: run as root: it acts for every user of the node")
         return 2
     try:
         cfg = load_config()
@@ -65,12 +81,60 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     node = args.node or node_name(os.environ)
     log.bind(node=node)
+    if args.command == "status":
+        return _status(cfg, node, args.user, args.json)
+    if args.command == "doctor":
+        return _doctor(cfg, node, args.user)
+    if args.command in ("stop", "drain-cancel"):
+        return _stop(cfg, node, log, args.user, args.command == "drain-cancel")
     try:
         with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
             _reconcile(cfg, node, args.user, log)
     except Exception as exc:
         log_failure(log, exc)
     return 0
+
+
+def _status(cfg: Config, node: str, only: str | None, as_json: bool) -> int:
+    import json
+
+    from .nodeview import node_view
+
+    view = node_view(NodeStateStore(cfg.state_dir_for(node)), node, only)
+    if as_json:
+        print(json.dumps(view.as_json(), indent=2))
+    else:
+        print("\n".join(escape_control(line) for line in view.lines()))
+    return 0
+
+
+def _doctor(cfg: Config, node: str, user: str | None) -> int:
+    from .doctor import Doctor, worst
+    from .slurmconf import read_slurm_settings, slurm_conf_path
+
+    slurm = read_slurm_settings(slurm_conf_path(cfg, os.environ))
+    checks = Doctor(cfg, node, slurm, UserIdentity.from_name(user) if user else None).run()
+    for check in checks:
+        print(escape_control(check.line()))
+    return worst(checks)
+
+
+def _stop(cfg: Config, node: str, log: HookLog, user: str | None, only_drain: bool) -> int:
+    """Stop (or end the drain of) each user's GCP; one line each; 1 if any refused."""
+    store = NodeStateStore(cfg.state_dir_for(node))
+    store.ensure()
+    log.configure(cfg.log_file_for(node), cfg.syslog_facility)
+    lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
+    rc = 0
+    for name in [user] if user else store.users():
+        try:
+            note = lifecycle.stop_for_admin(UserIdentity.from_name(name), only_drain)
+        except GlobusTmpError as exc:
+            log.error(f"{name}: refused: {exc}")
+            rc = 1
+            continue
+        log.info(f"{name}: {note}")
+    return rc
 
 
 _TIMEOUT = "reconcile hit hook_timeout; the rest is left for the next run"

@@ -590,6 +590,28 @@ class NodeLifecycle:
             self.log.info(self._free_private_tmp(user, export, hold))
         return f"GCP pid {instance.pid} {how} ({why}); {released}"
 
+    def stop_for_admin(self, user: UserIdentity, only_draining: bool = False) -> str:
+        """``globus-tmp-admin stop`` / ``drain-cancel``: end a drain now and stop the GCP,
+        releasing its lease; never while a job of the user runs here."""
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if state.jobs:
+                raise GlobusTmpError(
+                    f"{user.name} has job(s) {','.join(sorted(state.jobs))} on {self.node}; "
+                    "drain the node in Slurm first (scontrol update nodename=... state=drain)"
+                )
+            drain, tasks = state.drain, list(state.drain_tasks)
+            if only_draining and (drain is None or not drain.alive()):
+                return f"no drain runs for {user.name}; nothing to cancel"
+        notes = []
+        if drain is not None and drain.alive():
+            drain.kill_tree()
+            notes.append(f"drain pid {drain.pid} ended")
+            if tasks:
+                notes.append(f"task(s) {', '.join(tasks)} lose this endpoint")
+        notes.append(self.stop_if_unused(user, "stopped by an admin"))
+        return "; ".join(notes)
+
     def _stop_process(self, user: UserIdentity, instance: GcpInstance) -> str:
         process = instance.process
         if not process.alive():

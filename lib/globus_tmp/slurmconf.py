@@ -25,7 +25,18 @@ from .boundedio import STATE, read_text_bounded
 from .config import DEFAULT_SLURM_CONF, Config
 
 DEFAULT_SPOOL_DIR = "/var/spool/slurmd"
-_WANTED = ("slurmdspooldir", "prologflags", "jobcontainertype", "namespacetype", "clustername")
+_WANTED = (
+    "slurmdspooldir",
+    "prologflags",
+    "jobcontainertype",
+    "namespacetype",
+    "clustername",
+    "prolog",
+    "epilog",
+    "taskprolog",
+    "prologepilogtimeout",
+    "plugstackconfig",
+)
 PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
 
 
@@ -37,6 +48,12 @@ class SlurmSettings:
     prolog_flags: frozenset[str]
     job_container: str
     cluster: str = ""
+    hooks: tuple[tuple[str, str], ...] = ()
+    """``Prolog``, ``Epilog``, ``TaskProlog``, ``PrologEpilogTimeout``, ``PlugStackConfig``
+    as written (for ``globus-tmp-admin doctor``)."""
+
+    def hook(self, key: str) -> str:
+        return dict(self.hooks).get(key.lower(), "")
 
     @property
     def contain(self) -> bool:
@@ -83,6 +100,11 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         prolog_flags=flags,
         job_container=(values.get("jobcontainertype") or values.get("namespacetype") or "").lower(),
         cluster=values.get("clustername", ""),
+        hooks=tuple(
+            (k, values[k])
+            for k in ("prolog", "epilog", "taskprolog", "prologepilogtimeout", "plugstackconfig")
+            if k in values
+        ),
     )
 
 

@@ -1,0 +1,220 @@
+"""``globus-tmp-admin doctor``: the checks an admin runs after installing or changing
+anything. One line per check, ``OK``/``WARN``/``FAIL``, each failure with its fix; the
+exit code is the worst (0 all OK, 1 a warning, 2 a failure).
+
+Nothing here changes the node, except what the hooks would create anyway (the state
+directory); a home directory is only touched as its user (``--user``), in a temporary
+file that is removed again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import GlobusTmpError
+from .job import UserIdentity
+from .nodestate import NodeStateStore
+from .slurmconf import SlurmSettings, job_container_bases
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+_RANK = {OK: 0, WARN: 1, FAIL: 2}
+HOOKS = {"prolog": "globus-tmp-prolog", "epilog": "globus-tmp-epilog",
+         "taskprolog": "globus-tmp-taskprolog"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.level:<4} {self.name}: {self.detail}"
+
+
+def worst(checks: list[Check]) -> int:
+    return max((_RANK[c.level] for c in checks), default=0)
+
+
+class Doctor:
+    def __init__(
+        self, cfg: Config, node: str, slurm: SlurmSettings, user: UserIdentity | None = None
+    ) -> None:
+        self.cfg, self.node, self.slurm, self.user = cfg, node, slurm, user
+
+    def run(self) -> list[Check]:
+        return [
+            self.config(),
+            self.gcp(),
+            self.state_dir(),
+            self.interpreter(),
+            *self.slurm_conf(),
+            self.private_tmp(),
+            self.user_dir(),
+            self.syslog(),
+        ]
+
+    def config(self) -> Check:
+        return Check(OK, "config", f"{self.cfg.source} parsed")
+
+    def gcp(self) -> Check:
+        """``gcp_path`` runs (as nobody: GCP refuses root) and says its version."""
+        from .privileges import run_as
+
+        path = self.cfg.gcp_path
+        if not os.path.isfile(path) or not os.access(path, os.X_OK):
+            return Check(FAIL, "gcp_path", f"{path} is missing or not executable; install "
+                         "Globus Connect Personal there or fix gcp_path")  # fmt: skip
+        try:
+            nobody = UserIdentity.from_name("nobody")
+            version = run_as(nobody, 20, _gcp_version, path)
+        except GlobusTmpError as exc:
+            return Check(FAIL, "gcp_path", f"{path} -version failed: {exc}")
+        return Check(OK, "gcp_path", f"{path}: {version}")
+
+    def state_dir(self) -> Check:
+        root = self.cfg.state_dir_for(self.node)
+        try:
+            NodeStateStore(root).ensure()
+        except GlobusTmpError as exc:
+            return Check(FAIL, "state_dir", str(exc))
+        return Check(OK, "state_dir", f"{root} root-owned, not writable by others")
+
+    def interpreter(self) -> Check:
+        """Users run the TaskProlog and the CLI with this interpreter."""
+        exe = Path(sys.executable)
+        for part in [exe, *exe.parents]:
+            try:
+                mode = os.stat(part).st_mode
+            except OSError as exc:
+                return Check(FAIL, "interpreter", f"{part}: {exc.strerror}")
+            need = stat.S_IXOTH
+            if not mode & need:
+                return Check(FAIL, "interpreter", f"{part} is not executable by users "
+                             f"(mode {oct(mode & 0o777)}); install into a venv users can "
+                             "run, e.g. /opt/globus-tmp/venv")  # fmt: skip
+        return Check(OK, "interpreter", f"{exe} executable by every user")
+
+    def slurm_conf(self) -> list[Check]:
+        s = self.slurm
+        if not s.found:
+            return [Check(FAIL, "slurm.conf", f"{s.path} not found; set SLURM_CONF")]
+        out = []
+        for key, program in HOOKS.items():
+            value = s.hook(key)
+            level = OK if program in value else FAIL
+            shown = {"prolog": "Prolog", "epilog": "Epilog", "taskprolog": "TaskProlog"}[key]
+            detail = f"{shown}={value or '(unset)'}"
+            if level == FAIL:
+                detail += f"; set {shown}=<venv>/bin/{program}"
+            out.append(Check(level, f"slurm.conf {shown}", detail))
+        flags = ",".join(sorted(s.prolog_flags)) or "(none)"
+        if "alloc" not in s.prolog_flags:
+            out.append(Check(FAIL, "slurm.conf PrologFlags", f"{flags}; add Alloc (the "
+                             "Prolog must run on every node when the job starts)"))  # fmt: skip
+        elif not s.contain:
+            out.append(Check(WARN, "slurm.conf PrologFlags", f"{flags}; add Contain: without "
+                             "it a job whose Epilog never ran is only dropped once squeue "
+                             "answers"))  # fmt: skip
+        else:
+            out.append(Check(OK, "slurm.conf PrologFlags", flags))
+        timeout = s.hook("prologepilogtimeout")
+        try:
+            seconds = float(timeout) if timeout else None
+        except ValueError:
+            seconds = None
+        if seconds is None or seconds <= self.cfg.hook_timeout:
+            out.append(Check(FAIL if seconds else WARN, "slurm.conf PrologEpilogTimeout",
+                             f"{timeout or '(unset)'}; set it above hook_timeout "
+                             f"({self.cfg.hook_timeout:g} s), e.g. "
+                             f"{int(self.cfg.hook_timeout + 60)}"))  # fmt: skip
+        else:
+            out.append(Check(OK, "slurm.conf PrologEpilogTimeout",
+                             f"{timeout} > hook_timeout {self.cfg.hook_timeout:g}"))  # fmt: skip
+        return out
+
+    def private_tmp(self) -> Check:
+        s = self.slurm
+        if not s.private_tmp:
+            return Check(OK, "private /tmp", f"JobContainerType={s.job_container or '(none)'}; "
+                         "jobs share the node's /tmp")  # fmt: skip
+        bases = [b for b in job_container_bases(Path(s.path), self.node) if b.is_dir()]
+        if not bases:
+            return Check(FAIL, "private /tmp", "job_container/tmpfs is on but no BasePath from "
+                         f"{Path(s.path).parent / 'job_container.conf'} exists")  # fmt: skip
+        plugstack = Path(s.hook("plugstackconfig") or Path(s.path).parent / "plugstack.conf")
+        try:
+            text = plugstack.read_text()
+        except OSError:
+            text = ""
+        line = next((ln for ln in text.splitlines() if "globus_tmp_spank" in ln
+                     and not ln.lstrip().startswith("#")), "")  # fmt: skip
+        if not line:
+            return Check(FAIL, "private /tmp", f"job_container/tmpfs is on but {plugstack} "
+                         "has no globus_tmp_spank.so line: GCP would export the host's /tmp "
+                         "and move nothing of the jobs' (see README, Private /tmp)")  # fmt: skip
+        so = line.split()[1] if len(line.split()) > 1 else ""
+        helper = next((w[7:] for w in line.split() if w.startswith("helper=")), "")
+        for path, what in ((so, "plugin"), (helper, "helper")):
+            if not path or not os.access(path, os.R_OK):
+                return Check(FAIL, "private /tmp", f"the SPANK {what} {path or '(unset)'} "
+                             f"named in {plugstack} is missing")  # fmt: skip
+        return Check(OK, "private /tmp", f"job_container/tmpfs with the SPANK plugin ({so}), "
+                     f"BasePath {bases[0]}")  # fmt: skip
+
+    def user_dir(self) -> Check:
+        """Leases need link() on the users' file system: tried as the user."""
+        if self.user is None:
+            return Check(WARN, "user_dir", "not checked: --user NAME tries link() in that "
+                         f"user's {self.cfg.user_dir}")  # fmt: skip
+        from .privileges import run_as
+
+        where = self.cfg.user_dir_for(self.user.home)
+        try:
+            verdict = str(run_as(self.user, 30, _try_link, str(where)))
+        except GlobusTmpError as exc:
+            return Check(FAIL, "user_dir", f"{where} as {self.user.name}: {exc}")
+        level = OK if verdict.startswith("link() works") else FAIL
+        return Check(level, "user_dir", f"{where} ({self.user.name}): {verdict}")
+
+    def syslog(self) -> Check:
+        try:
+            if stat.S_ISSOCK(os.stat("/dev/log").st_mode):
+                return Check(OK, "syslog", f"/dev/log, facility {self.cfg.syslog_facility}")
+        except OSError:
+            pass
+        return Check(WARN, "syslog", "/dev/log is not a socket: hook lines reach only "
+                     "the node's hook log; start a syslog daemon or journald")  # fmt: skip
+
+
+def _gcp_version(path: str) -> str:
+    import subprocess
+
+    proc = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=15,
+                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    if proc.returncode != 0 or not text:
+        raise GlobusTmpError(f"exit {proc.returncode}: {' '.join(text)[:200]}")
+    return text[0][:200]
+
+
+def _try_link(where: str) -> str:
+    import tempfile
+
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    fd, first = tempfile.mkstemp(prefix=".doctor-", dir=where)
+    os.close(fd)
+    second = first + ".link"
+    try:
+        os.link(first, second)
+        os.unlink(second)
+    except OSError as exc:
+        return f"link() fails ({exc.strerror}): leases cannot work; set user_dir elsewhere"
+    finally:
+        os.unlink(first)
+    return "link() works"
