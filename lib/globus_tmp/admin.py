@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what runs on this node, per user (no network)")
     status.add_argument("--json", action="store_true")
     status.add_argument("--user", help="only this user")
+    status.add_argument(
+        "--nodes",
+        metavar="NODELIST",
+        help="the view of many nodes in one table, run there by ClusterShell's clush "
+        "(ssh by default), e.g. n[1-64]",
+    )
+    status.add_argument(
+        "--exec",
+        dest="exec_prefix",
+        metavar="COMMAND",
+        help="with --nodes: run through this local command instead of ssh (clush's exec "
+        "worker; %%h is the node), e.g. 'pdsh-like-wrapper %%h'",
+    )
+    status.add_argument("--oneline", action="store_true", help=argparse.SUPPRESS)
     doctor = sub.add_parser("doctor", help="check the installation; exit code is the worst")
     doctor.add_argument("--user", help="also try link() in this user's user_dir, as them")
     stop = sub.add_parser("stop", help="end drains and stop GCP cleanly, releasing leases")
@@ -81,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     node = args.node or node_name(os.environ)
     log.bind(node=node)
+    if args.command == "status" and args.nodes:
+        from .clusterview import cluster_status
+
+        return cluster_status(args.nodes, args.exec_prefix, args.config, args.user, args.json)
     if args.command == "status":
-        return _status(cfg, node, args.user, args.json)
+        return _status(cfg, node, args.user, args.json, args.oneline)
     if args.command == "doctor":
         return _doctor(cfg, node, args.user)
     if args.command in ("stop", "drain-cancel"):
@@ -95,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _status(cfg: Config, node: str, only: str | None, as_json: bool) -> int:
+def _status(cfg: Config, node: str, only: str | None, as_json: bool, oneline: bool) -> int:
     import json
 
     from .nodeview import node_view
 
     view = node_view(NodeStateStore(cfg.state_dir_for(node)), node, only)
-    if as_json:
-        print(json.dumps(view.as_json(), indent=2))
+    if as_json or oneline:
+        print(json.dumps(view.as_json(), indent=None if oneline else 2))
     else:
         print("\n".join(escape_control(line) for line in view.lines()))
     return 0

@@ -781,10 +781,10 @@ class SlurmLab:
     def install_hooks(self) -> None:
         """(Re)install the checkout into the lab venv, so each ``up`` runs the current code.
 
-        Built from a copy of the checkout: an in-tree setuptools build would leave build/
-        and *.egg-info in the repo. Dependencies are installed once; later runs only
-        force-reinstall the project itself (seconds, no network; ``wheel`` and a recent
-        setuptools in the venv make ``--no-build-isolation`` possible).
+        Built from a copy of the checkout (only what the package needs). Dependencies are
+        installed once; later runs only force-reinstall the project itself (seconds, no
+        network; the build backend, hatchling, in the venv makes ``--no-build-isolation``
+        possible).
         """
         if not (self.venv_bin / "python").exists():
             self._log(f"creating venv {self.venv} from {HOST_PYTHON}")
@@ -820,7 +820,9 @@ class SlurmLab:
             if deps_now:
                 self._log("installing the checkout's dependencies into the lab venv")
                 cp = _run(
-                    [*pip, "install", "wheel", "setuptools>=64", str(src)], check=False, timeout=900
+                    # the build backend too: the project itself is reinstalled below
+                    # without build isolation (fast, offline)
+                    [*pip, "install", "hatchling", str(src)], check=False, timeout=900
                 )
                 if cp.returncode != 0:
                     raise LabError(
