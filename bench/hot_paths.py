@@ -15,7 +15,8 @@ user listing a directory in the home, ~3 ms plus its imports), the rest under 8x
 prints each path's peak RSS. Node state goes under ``/run`` as with the default ``state_dir``.
 
 Run as root from the test venv (``tests/run`` builds it):
-``/opt/globus-tmp-test/venv/bin/python bench/hot_paths.py [--runs N]``
+``/opt/globus-tmp-test/venv/bin/python bench/hot_paths.py [--runs N] [--metrics]``
+(``--metrics``: with ``metrics_file`` set, so the hooks also keep their metrics.)
 It creates the user ``gtbench``, a one-entry pool, and a GCP emulator instance, and
 stops everything it started.
 """
@@ -91,6 +92,7 @@ def _timed(run: Callable[[], int], runs: int) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--metrics", action="store_true", help="with metrics_file set")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (the hooks run as root under slurmd)", file=sys.stderr)
@@ -112,6 +114,7 @@ def main() -> int:
     conf.write_text(
         f'gcp_path = "{gcp}"\nstate_dir = "{STATE_DIR}/%n"\nuser_dir = "~/.globus-tmp-bench"\n'
         "linger_unverified = 1\nlinger_poll_seconds = 0.5\n"
+        + (f'metrics_file = "{site}/globus_tmp.prom"\n' if args.metrics else "")
     )
     user_dir = Path(pw.pw_dir) / ".globus-tmp-bench"
     shutil.rmtree(user_dir, ignore_errors=True)

@@ -16,9 +16,10 @@ import time
 
 from globus_tmp.config import load_config
 from globus_tmp.hooklog import HookLog
-from globus_tmp.hookrunner import alarm_backstop
+from globus_tmp.hookrunner import alarm_backstop, outcome_of
 from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
+from globus_tmp.metrics import record_run
 from globus_tmp.nodestate import NodeStateStore
 
 _OVERRAN = "the drain overran linger_max; stopping GCP"
@@ -44,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log.error(f"cannot drain: {exc}")
         return 0
+    outcome = "ok"
     try:
         with alarm_backstop(max(until - time.time(), 0) + cfg.stop_grace + 10, _OVERRAN):
             log.info(lifecycle.drain(user, until))
     except Exception as exc:
+        outcome = outcome_of(exc)
         # a GCP nobody watches any more would run (and hold its lease) until the user's
         # next job on this node: stop it now rather than leave it behind
         log.error(f"drain failed ({type(exc).__name__}: {exc}); stopping GCP")
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.info(lifecycle.stop_if_unused(user, "the drain failed"))
         except Exception as again:
             log.error(f"could not stop GCP either: {type(again).__name__}: {again}")
+    record_run(cfg, args.node, "drain", outcome)
     return 0
 
 

@@ -74,11 +74,15 @@ class TransferAwareActivity:
             return gcp
         if not self.cfg.globus_client_id:
             return Activity(gcp.active, f"{gcp.detail}; no Transfer API (globus_client_id)", False)
+        from .metrics import count_api
+
         try:
             max_age = self.cfg.linger_poll_seconds if shared else 0.0
             tasks = actions.active_tasks(instance.endpoint_id, timeout, max_age)
         except GlobusTmpError as exc:
+            count_api("task_list", failed=True)
             return Activity(gcp.active, f"Transfer API not asked ({exc}); {gcp.detail}", False)
+        count_api("task_list")
         if tasks:
             return Activity(
                 True,

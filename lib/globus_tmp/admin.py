@@ -178,6 +178,9 @@ def _reconcile(cfg: Config, node: str, only: str | None, log: HookLog) -> None:
         log.info(summary)
     else:
         print(summary)
+    from .metrics import record_run
+
+    record_run(cfg, node, "reconcile", "ok")  # does nothing without metrics_file
 
 
 def healthcheck_main() -> int:

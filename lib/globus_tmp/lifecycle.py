@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .activity import Activity, TransferActivity
+    from .cgroups import NodeCgroups
     from .drain import DrainLauncher
     from .privatetmp import PrivateTmp
     from .slurmconf import SlurmSettings
@@ -107,6 +108,7 @@ class NodeLifecycle:
         self._drains = drains
         self._private_tmp: PrivateTmp | None = None
         self._slurm: SlurmSettings | None = None
+        self._cgroups: NodeCgroups | None = None
 
     def actions_for(self, user: UserIdentity) -> UserActions:
         if self._actions_for is None:
@@ -151,6 +153,15 @@ class NodeLifecycle:
 
             self._drains = DetachedDrainLauncher()
         return self._drains
+
+    @property
+    def cgroups(self) -> NodeCgroups:
+        """Each GCP's own cgroup (:mod:`globus_tmp.cgroups`); never on the join path."""
+        if self._cgroups is None:
+            from .cgroups import NodeCgroups
+
+            self._cgroups = NodeCgroups(self.cfg, self.node, self.log.error)
+        return self._cgroups
 
     def _left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.5)
@@ -232,6 +243,10 @@ class NodeLifecycle:
                 state.starting = None
                 self.store.write(state)
                 jobs = len(state.jobs)
+            self.cgroups.place(user.name, user.uid, started.instance.process)  # late forks
+        from .metrics import count
+
+        count("gcp_starts_total")
         inst = started.instance
         note = f" ({started.note})" if started.note else ""
         return _notes(
@@ -261,6 +276,8 @@ class NodeLifecycle:
             state.starting = record
             self.store.write(state)
         if pid is not None:
+            if ticks is not None:  # before GCP forks its helpers, ideally
+                self.cgroups.place(user.name, user.uid, ProcessRef(pid, ticks))
             failpoint("prolog.after_spawn")
 
     def _abandon_start(self, user: UserIdentity, why: str) -> None:
@@ -275,6 +292,7 @@ class NodeLifecycle:
                 why += f"; stopped the GCP (pid {record.pid}) it had spawned"
             if record.entry:
                 released = self._release(user, record.entry)
+            self.cgroups.cleanup(user.name, user.uid, kill=False)  # another GCP may run
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.instance, state.starting = None, None
@@ -386,13 +404,17 @@ class NodeLifecycle:
         """Submit what the job declared for its end on this node (as the user, with the
         user's tokens) from ``endpoint`` (None: no GCP runs); a note for the log line and
         the task ids submitted. ``lost``: why the job's files are gone, if known."""
+        from .metrics import count_api
+
         try:
             outcomes = self.actions_for(user).submit_stage_outs(
                 job_id, self.node, endpoint, self._step(), lost
             )
         except GlobusTmpError as exc:  # the records stay declared; a hold stays for now
+            count_api("submit", failed=True)
             self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
             return "; stage-out NOT submitted", []
+        count_api("submit")
         tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
         for o in outcomes:
             self._log_stage_out(o)
@@ -445,11 +467,15 @@ class NodeLifecycle:
             pending = [t for t in state.stage_tasks if live is None or t not in live]
         if not pending:
             return
+        from .metrics import count_api
+
         try:
             outcomes = self.actions_for(user).settle_stage_outs(self.node, self._step())
         except GlobusTmpError as exc:
+            count_api("settle", failed=True)
             self.log.error(f"stage-out outcome not recorded yet ({exc}); asked again later")
             return
+        count_api("settle")
         for o in outcomes:
             self._log_stage_out(o)
         done = {str(o.get("task_id")) for o in outcomes}
@@ -544,6 +570,9 @@ class NodeLifecycle:
             state.drain_tasks = sorted(set(state.drain_tasks) | set(activity.tasks))
             self.store.write(state)
             entry = state.instance.endpoint_name if state.instance else ""
+        from .metrics import count
+
+        count("drains_started_total")
         failpoint("epilog.after_drain")
         if entry:
             try:  # other nodes must not reclaim the entry while we drain
@@ -613,6 +642,11 @@ class NodeLifecycle:
         return "; ".join(notes)
 
     def _stop_process(self, user: UserIdentity, instance: GcpInstance) -> str:
+        how = self._stop_leader(user, instance)
+        killed = self.cgroups.cleanup(user.name, user.uid)  # helpers that left its session
+        return f"{how}; killed {killed} more in its cgroup" if killed else how
+
+    def _stop_leader(self, user: UserIdentity, instance: GcpInstance) -> str:
         process = instance.process
         if not process.alive():
             killed = process.kill_tree(user.uid)  # children that outlived their leader
@@ -621,10 +655,14 @@ class NodeLifecycle:
             self.actions_for(user).request_stop(self._step())
         except GlobusTmpError as exc:
             self.log.error(f"'-stop' failed ({exc}); killing GCP pid {process.pid}")
+        from .metrics import count
+
         if process.wait_gone(min(self.cfg.stop_grace, self._left())):
             process.kill_tree(user.uid)  # children that outlived their parent
+            count("gcp_stops_total")
             return "stopped"
         process.kill_tree(user.uid)
+        count("gcp_kills_total")
         return f"killed after {self.cfg.stop_grace:g} s grace"
 
     def _release(self, user: UserIdentity, name: str) -> str:
@@ -694,6 +732,7 @@ class NodeLifecycle:
                 instance = None
             elif not instance.process.alive():
                 killed = instance.process.kill_tree(user.uid)
+                killed += self.cgroups.cleanup(user.name, user.uid)
                 extra = f" (killed {killed} leftover process(es))" if killed else ""
                 notes.append(f"GCP pid {instance.pid} had exited{extra}")
                 if has_jobs:

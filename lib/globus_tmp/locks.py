@@ -47,3 +47,27 @@ class FlockFile:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the lock
             self._fd = None
+
+
+def append_shared(path: Path, data: bytes, timeout: float) -> bool:
+    """Append ``data`` to ``path`` in one ``write`` (``O_APPEND``: appenders never
+    interleave) under a *shared* ``flock``, so that whoever holds it exclusively (to read
+    and empty the file, :mod:`globus_tmp.metrics`) never loses a line. False, with
+    nothing written, if the lock did not come within ``timeout``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        os.write(fd, data)
+        return True
+    finally:
+        os.close(fd)

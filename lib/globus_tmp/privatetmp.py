@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     from .config import load_config
-    from .hookrunner import alarm_backstop, log_failure
+    from .hookrunner import alarm_backstop, log_failure, outcome_of
     from .job import node_name
     from .slurmconf import job_container_bases, slurm_conf_path
 
@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"privatetmp {command} job {job_id}: {exc}; nothing done")
         return 0
     log.bind(job=job_id, node=node, user=user.name)
+    outcome = "ok"
     try:
         with alarm_backstop(cfg.hook_timeout, "privatetmp: hit hook_timeout; gave up"):
             store = NodeStateStore(cfg.state_dir_for(node))
@@ -367,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                 log.info(_exit(cfg, tmp, node, job_id, user))
     except Exception as exc:
         log_failure(log, exc)
+        outcome = outcome_of(exc)
+    if cfg.metrics_file:
+        from .metrics import record_run
+
+        record_run(cfg, node, "privatetmp", outcome)
     return 0
 
 

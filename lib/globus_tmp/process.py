@@ -162,3 +162,13 @@ class ProcessRef:
                 os.kill(self.pid, sig)
             except OSError:
                 pass
+
+
+def process_age() -> float:
+    """Seconds since this process started (its start time in ``/proc/self/stat`` is in
+    clock ticks since boot): a hook's wall time as slurmd sees it, start-up included."""
+    st = proc_stat(os.getpid())
+    if st is None:
+        return 0.0
+    since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return max(since_boot - st.start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)

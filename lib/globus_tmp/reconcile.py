@@ -81,6 +81,7 @@ class NodeReconciler:
             notes.append("no job left: " + lc.after_last_job(user))
         elif state.live_instance() is None and not drain_alive:
             notes += lc.free_unserved_private_tmp(user)
+            notes += self._cgroup_leftovers(user)
         elif state.phase == PHASE_DRAINING and drain is not None and drain_alive:
             until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
             if time.time() > until:
@@ -90,6 +91,20 @@ class NodeReconciler:
                     + lc.stop_if_unused(user, "its drain hung")
                 )
         return notes
+
+    def _cgroup_leftovers(self, user: UserIdentity) -> list[str]:
+        """No GCP runs: processes still in its cgroup escaped every other witness (they
+        left GCP's session); kill them and remove the cgroup."""
+        lc = self.lifecycle
+        with lc.store.gcp_lock_if_free(user.name) as free:
+            if not free or lc.store.read(user.name, user.uid).live_instance() is not None:
+                return []
+            killed = lc.cgroups.cleanup(user.name, user.uid)
+        if not killed:
+            return []
+        note = f"killed {killed} process(es) left in the cgroup of a stopped GCP"
+        lc.log.info(f"repair: {note}")
+        return [note]
 
     def _orphans(self, user: UserIdentity) -> list[str]:
         """GCPs of the user from the pool that node state does not know."""
@@ -119,12 +134,15 @@ class NodeReconciler:
                         )
                         store.write(state)
                     live = started.instance
+                    lc.cgroups.place(user.name, user.uid, ref)
                     notes.append(
                         f"took over unrecorded GCP pid {ref.pid} of {config_dir.name} "
                         f"for job(s) {','.join(sorted(state.jobs))}"
                     )
                     continue
                 killed = ref.kill_tree(user.uid)
+                if live is None:  # what left its session, too
+                    killed += lc.cgroups.cleanup(user.name, user.uid)
                 note = f"stopped unrecorded GCP pid {ref.pid} of {config_dir.name} ({killed} proc)"
                 if live is None or live.endpoint_name != config_dir.name:
                     note += "; " + lc._release(user, config_dir.name)
