@@ -36,7 +36,18 @@ def describe(exc: BaseException) -> str:
     from globus_sdk.token_storage import TokenValidationError
 
     if isinstance(exc, globus_sdk.GlobusAPIError):
-        return f"{exc.http_status} {exc.code}: {exc.message}"
+        body = exc.raw_json if isinstance(exc.raw_json, dict) else {}
+        oauth_error = body.get("error") if isinstance(body.get("error"), str) else None
+        if oauth_error == "invalid_grant":  # Auth's answer to an expired or revoked token
+            return (
+                "your Globus login has expired or was revoked (invalid_grant); "
+                "run 'globus-tmp-endpoint login' again"
+            )
+        # Auth's OAuth errors carry only {"error", "error_description"}: exc.code and
+        # exc.message are then None, and the line must still say something
+        code = exc.code if exc.code not in (None, "Error") else oauth_error
+        message = exc.message or body.get("error_description") or exc.text[:200].strip()
+        return f"{exc.http_status} {code or 'error'}: {message or 'no details from Globus'}"
     if isinstance(exc, TokenValidationError):
         return f"not logged in ({type(exc).__name__}); run 'globus-tmp-endpoint login'"
     return f"{type(exc).__name__}: {exc}"
