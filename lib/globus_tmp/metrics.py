@@ -331,8 +331,8 @@ def _number(value: float) -> str:
 
 
 def node_gauges(store: NodeStateStore) -> dict[str, Any]:
-    """What the node runs now, from node state (read without locks: files are replaced
-    by rename) and ``/proc`` (is the recorded GCP or drain still the same process)."""
+    """What the node runs now: the node view ``globus-tmp-admin status`` prints
+    (:mod:`globus_tmp.nodeview`: node state read without locks, pids checked in /proc)."""
     from .nodestate import (
         PHASE_DRAINING,
         PHASE_FAILED,
@@ -341,27 +341,22 @@ def node_gauges(store: NodeStateStore) -> dict[str, Any]:
         PHASE_STARTING,
         PHASE_STOPPING,
     )
+    from .nodeview import node_view
 
+    view = node_view(store, "")
     phases = dict.fromkeys(
         (PHASE_IDLE, PHASE_STARTING, PHASE_RUNNING, PHASE_DRAINING, PHASE_STOPPING, PHASE_FAILED),
         0,
     )
-    instances = jobs = drains = holds = held = 0
-    for name in store.users():
-        state = store.read(name, -1)
-        phases[state.phase] = phases.get(state.phase, 0) + 1
-        instances += state.live_instance() is not None
-        jobs += len(state.jobs)
-        drain = state.drain
-        drains += drain is not None and drain.alive()
-        holds += len(state.holds)
-        held += sum(max(int(h.size), 0) for h in state.holds.values())
+    for user in view.users:
+        phases[user.phase] = phases.get(user.phase, 0) + 1
+    totals = view.totals
     return {
-        "instances": instances,
-        "jobs": jobs,
-        "drains": drains,
-        "holds": holds,
-        "held_bytes": held,
+        "instances": totals["gcp_running"],
+        "jobs": totals["jobs"],
+        "drains": totals["drains"],
+        "holds": sum(len(u.holds) for u in view.users),
+        "held_bytes": totals["held_bytes"],
         "phases": phases,
     }
 

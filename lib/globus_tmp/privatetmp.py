@@ -97,12 +97,14 @@ class PrivateTmp:
         check_trusted_dir(target, allow_mount=True)
         from .mounts import bind, unmount
 
-        unmount(str(target))  # a leftover of an earlier run of the same job id
-        bind(str(source), str(target))
+        # recorded first: if this is killed after the bind, the job's Epilog (or the
+        # stop of its GCP) still finds the mount and removes it
         with self.store.jobs_lock(user.name):
             state = self.store.read(user.name, user.uid)
             state.job_tmp[job_id] = str(target)
             self.store.write(state)
+        unmount(str(target))  # a leftover of an earlier run of the same job id
+        bind(str(source), str(target))
         return f"job {job_id}'s private /tmp ({source}) exported at {target}"
 
     # -- job end -----------------------------------------------------------------
@@ -125,16 +127,27 @@ class PrivateTmp:
                 f"{self.node} already and hold_max_bytes is {self.cfg.hold_max_bytes}; "
                 "its stage-out cannot run (ask your admin to raise hold_max_bytes)"
             )
-        hold = self._move_to_hold(base, job_id)
-        from .mounts import bind, unmount
-
-        unmount(str(target))
-        bind(str(hold), str(target))
+        # recorded before the move: if this is killed halfway, the hold is still found
+        # and freed (a record of a hold not yet made frees nothing)
+        hold = base / HOLD_DIR / job_id
         with self.store.jobs_lock(user.name):
             state = self.store.read(user.name, user.uid)
             state.job_tmp[job_id] = str(target)
             state.holds[job_id] = HeldTmp(path=str(hold), size=size, since=time.time())
             self.store.write(state)
+        try:
+            self._move_to_hold(base, job_id)
+        except PrivateTmpError:
+            with self.store.jobs_lock(user.name):
+                state = self.store.read(user.name, user.uid)
+                del state.holds[job_id]
+                self.store.write(state)
+            self._drop_export(user, job_id, target)
+            raise
+        from .mounts import bind, unmount
+
+        unmount(str(target))
+        bind(str(hold), str(target))
         return True, f"job {job_id}'s private /tmp ({size} bytes) held at {hold} for its stage-out"
 
     def held_bytes(self) -> int:
@@ -144,7 +157,7 @@ class PrivateTmp:
                 total += sum(h.size for h in self.store.read(name, -1).holds.values())
         return total
 
-    def _move_to_hold(self, base: Path, job_id: str) -> Path:
+    def _move_to_hold(self, base: Path, job_id: str) -> None:
         """Rename ``<job>/.<job>`` into the hold, seen through a bind of ``base`` (one
         mount: the job directory is a mount point of its own in this namespace)."""
         from .mounts import bind, unmount
@@ -165,7 +178,6 @@ class PrivateTmp:
         finally:
             with contextlib.suppress(OSError):
                 os.rmdir(view)
-        return hold_root / job_id
 
     def _drop_export(self, user: UserIdentity, job_id: str, target: Path) -> None:
         from .mounts import unmount
