@@ -1,4 +1,4 @@
-"""Fixtures of the hook tests (``tests/test_hooks.py``); the support code is in hooksite.py."""
+"""Fixtures of the tests that run the hooks (tests/hooks, tests/globus); support in hooksite.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,20 @@ from hooksite import (
     kill_drains,
     kill_user_processes,
 )
+
+ROOT_FIXTURES = frozenset({"site", "unit_users"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by what they run on: ``-m 'not lab'`` is the quick run, and a test that
+    drives the hooks for real users (or the Slurm lab) says it needs root."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "lab" in names:
+            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.root)
+        elif names & ROOT_FIXTURES:
+            item.add_marker(pytest.mark.root)
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from gcp_config_dir import create_config_dir
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "emulators"))  # gcp_config_dir, globus_api
-
-from gcp_config_dir import create_config_dir  # noqa: E402
 
 BIN = Path(sys.executable).parent
 UNIT_USERS = ("gtunit1", "gtunit2", "gtunit3")

@@ -42,7 +42,10 @@ FAST = {
     "GCP_EMULATOR_STOP_DELAY": "0.3",
 }
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users"),
+]
 
 
 @dataclass(frozen=True)

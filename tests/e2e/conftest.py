@@ -13,15 +13,9 @@ These tests need root (slurmd, munged, users); as root they always run.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from e2e_jobs import clear_flags, install_probe
 from slurmlab import GCP_WRAPPER, SlurmLab
 

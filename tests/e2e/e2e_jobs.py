@@ -15,14 +15,11 @@ import hashlib
 import os
 import pwd
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 
 from slurmlab import SlurmLab
 

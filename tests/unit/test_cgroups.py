@@ -285,6 +285,7 @@ def _real_v1_reason() -> str | None:
     return None
 
 
+@pytest.mark.root
 @pytest.mark.skipif(_real_v1_reason() is not None, reason=str(_real_v1_reason()))
 def test_real_v1_cgroup_place_limit_kill_remove() -> None:
     parent = f"globus-tmp-unit-{uuid.uuid4().hex[:8]}"

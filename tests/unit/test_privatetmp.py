@@ -71,6 +71,9 @@ print(json.dumps(out))
 """
 
 
+pytestmark = pytest.mark.root  # every test mounts in a private namespace
+
+
 def _run(tmp_path: Path, cap: int, declared: int) -> dict[str, object]:
     if os.geteuid() != 0:
         pytest.skip("mounts need root")
