@@ -9,6 +9,7 @@ output file stays readable and small. Both show what Globus reports in the task 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -81,6 +82,13 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _columns(out: TextIO) -> int:
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class PlainDisplay:
     """One line per state change, and at most one per ``every`` seconds besides."""
 
@@ -127,19 +135,21 @@ class LiveDisplay:
             from tqdm import tqdm
 
             self.out.write(f"task {self.task_id}: {activity_url(self.task_id)}\n")
+            sized = _columns(self.out) > 0  # a pty nobody sized says 0: tqdm would draw nothing
             self._bar = tqdm(
                 total=_int(task, "files") or None,
                 file=self.out,
                 unit="file",
-                dynamic_ncols=True,
-                bar_format="{bar:20}| {postfix}",
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                bar_format="{bar:20}| {desc}",
                 mininterval=0,
             )
         files = _int(task, "files")
         if files and self._bar.total != files:
             self._bar.total = files
         self._bar.n = _int(task, "files_transferred")
-        self._bar.set_postfix_str(progress_line(task), refresh=True)
+        self._bar.set_description_str(progress_line(task), refresh=True)
 
     def close(self) -> None:
         if self._bar is not None:
