@@ -58,7 +58,8 @@ def active_tasks_on(
         tasks = shared.live_tasks(fetch, wait) if shared else fetch()
     except RateLimited as exc:
         raise GlobusApiError(
-            f"task_list: Globus is rate-limiting your requests (429): {exc}; retry later",
+            "task_list: Globus is rate-limiting your requests (429); not asked again "
+            f"before {time.strftime('%H:%M:%S', time.localtime(exc.until))}",
             http_status=429,
         ) from None
     return [t[0] for t in tasks if endpoint_id in (t[1], t[2])]

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 import responses
-from conftest import TRANSFER_RS, TRANSFER_SCOPE, register_login_answer, seed_tokens
+from globus_recorded import TRANSFER_RS, TRANSFER_SCOPE, register_login_answer, seed_tokens
 from globus_sdk.testing import get_response_set, load_response
 from globus_sdk.token_storage import SQLiteTokenStorage
 from globus_tmp.config import Config
