@@ -41,7 +41,9 @@ class GlobusApiError(GlobusTmpError):
     made here): callers decide on them, never on the message text.
     """
 
-    def __init__(self, message: str, http_status: int | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, http_status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.code = code
