@@ -5,6 +5,7 @@ one instance per Unix user per host, reached through ``/tmp/globusconnect_<uid>.
 whatever ``-dir`` says, so ``-status`` and ``-stop`` find it without a dir; ``-status``
 waits for the next status broadcast (up to ~5 s); ``-stop`` returns before the process
 exits. GCP refuses root: every call here runs as the job user.
+Facts: docs/GCP.md#command-line (and its messages, timings, control socket, config dir).
 """
 
 from __future__ import annotations

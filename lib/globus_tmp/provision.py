@@ -8,7 +8,7 @@ the call; after a failure the user's endpoints are searched for that name and an
 is deleted before one more try. Each step leaves a record (``endpoints/.NAME.pending``)
 so a run that died halfway resumes where it stopped.
 
-Runs as the user (the CLI).
+Runs as the user (the CLI). Facts: docs/GCP.md#creating-a-gcp-endpoint.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class EndpointProvisioner:
         self.say(f"{name}: set up, endpoint {entry.endpoint_id}")
 
     def _create(self, display_name: str) -> dict[str, str]:
+        import globus_sdk
+
         tc = self.session.transfer(max_retries=0)
         body = {"DATA_TYPE": "endpoint", "is_globus_connect": True, "display_name": display_name}
         for attempt in (1, 2):
@@ -104,12 +106,16 @@ class EndpointProvisioner:
                 doc = tc.post("/v0.10/endpoint", data=body)
                 return {"id": str(doc["id"]), "setup_key": str(doc["globus_connect_setup_key"])}
             except Exception as exc:
+                refused = isinstance(exc, globus_sdk.GlobusAPIError) and exc.http_status < 500
+                if refused:  # a 4xx answer: nothing was created, and asking again won't help
+                    raise GlobusApiError.wrap("creating endpoint failed", exc) from None
+                # no answer or a 5xx: the POST may have landed; a duplicate must not stay
                 orphan = self._find(display_name)
                 if orphan:
                     self.say(f"create failed ({describe(exc)}); deleting half-made {orphan}")
                     self._delete(orphan)
                 if attempt == 2:
-                    raise GlobusApiError(f"creating endpoint failed: {describe(exc)}") from None
+                    raise GlobusApiError.wrap("creating endpoint failed", exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _find(self, display_name: str) -> str | None:
@@ -119,7 +125,7 @@ class EndpointProvisioner:
                 if ep["display_name"] == display_name:
                     return str(ep["id"])
         except Exception as exc:
-            raise GlobusApiError(f"searching your endpoints failed: {describe(exc)}") from None
+            raise GlobusApiError.wrap("searching your endpoints failed", exc) from None
         return None
 
     def _delete(self, endpoint_id: str) -> None:
@@ -128,8 +134,10 @@ class EndpointProvisioner:
         try:
             self.session.transfer().delete_endpoint(endpoint_id)
         except globus_sdk.GlobusAPIError as exc:
-            if exc.http_status != 404:
-                raise GlobusApiError(f"deleting {endpoint_id}: {describe(exc)}") from None
+            if exc.http_status != 404:  # already gone is what was wanted
+                raise GlobusApiError.wrap(f"deleting {endpoint_id}", exc) from None
+        except Exception as exc:
+            raise GlobusApiError.wrap(f"deleting {endpoint_id}", exc) from None
 
     def _run_setup(self, name: str, key: str) -> None:
         target = self.pool.endpoints_dir / name

@@ -12,6 +12,7 @@ A record's ``state``: ``declared`` -> ``submitted`` -> ``succeeded`` | ``failed`
 ``declared`` -> ``failed`` when it could not be submitted (source missing at job end,
 no endpoint on the node, the hold refused, Globus refused). The submission id is stored
 before the POST, so an Epilog that runs twice cannot create the task twice.
+Facts: docs/GCP.md#transfer-api.
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ def _submit(session: GlobusSession, store: StageOutStore, record: StageOut, endp
         data.add_item(record.source_path, record.destination_path, recursive=recursive)
         record.task_id = str(tc.submit_transfer(data)["task_id"])
     except Exception as exc:
-        raise StageOutError(f"Globus refused the transfer: {describe(exc)}") from None
+        session.remember_consent(exc)
+        raise StageOutError(f"submitting the transfer to Globus failed: {describe(exc)}") from None
     record.state, record.submitted_at = SUBMITTED, time.time()
 
 

@@ -8,7 +8,7 @@ systems), asks Globus and writes the answer; the others wait briefly for it. A 4
 answer is remembered with its ``Retry-After``, so no drain asks again before then.
 
 Runs as the user. The Epilog's own check never uses it: it must see a transfer the job
-submitted a moment before ending.
+submitted a moment before ending. Facts: docs/GCP.md#transfer-api.
 """
 
 from __future__ import annotations

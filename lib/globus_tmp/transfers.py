@@ -1,7 +1,7 @@
 """Transfer tasks through the user's Globus session: find, submit, follow.
 
 Runs as the user (the CLI, or a child of the epilog dropped to the user), with the
-user's own tokens: tasks are visible to their owner only.
+user's own tokens: tasks are visible to their owner only. Facts: docs/GCP.md#transfer-api.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config
-from .globusapi import GlobusApiError, GlobusSession, describe
+from .globusapi import GlobusApiError, GlobusSession
+from .progress import human_size as human_size  # the CLI's stage-status uses it
 
 if TYPE_CHECKING:
     import globus_sdk
@@ -33,6 +34,8 @@ def active_tasks_on(
     from .taskcache import RateLimited, TaskListCache
 
     def fetch() -> list[tuple[str, str, str]]:
+        import globus_sdk
+
         try:
             tc = GlobusSession(cfg, user_dir, interactive=False).transfer(max_retries=1)
             return [
@@ -43,21 +46,32 @@ def active_tasks_on(
             ]
         except GlobusApiError:
             raise
+        except globus_sdk.GlobusAPIError as exc:
+            if exc.http_status == 429:
+                raise RateLimited(time.time() + retry_after(exc)) from None
+            raise GlobusApiError.wrap("task_list", exc) from None
         except Exception as exc:
-            status = getattr(exc, "http_status", None)
-            if status == 429:
-                headers = getattr(exc, "headers", None) or {}
-                retry = headers.get("Retry-After", "") if hasattr(headers, "get") else ""
-                wait_s = float(retry) if str(retry).replace(".", "", 1).isdigit() else 30.0
-                raise RateLimited(time.time() + wait_s) from None
-            raise GlobusApiError(f"task_list: {describe(exc)}") from None
+            raise GlobusApiError.wrap("task_list", exc) from None
 
     try:
         shared = TaskListCache(user_dir, max_age) if max_age > 0 else None
         tasks = shared.live_tasks(fetch, wait) if shared else fetch()
     except RateLimited as exc:
-        raise GlobusApiError(f"task_list: {exc}") from None
+        raise GlobusApiError(
+            "task_list: Globus is rate-limiting your requests (429); not asked again "
+            f"before {time.strftime('%H:%M:%S', time.localtime(exc.until))}",
+            http_status=429,
+        ) from None
     return [t[0] for t in tasks if endpoint_id in (t[1], t[2])]
+
+
+def retry_after(exc: globus_sdk.GlobusAPIError, default: float = 30.0) -> float:
+    """Seconds a 429 answer asks to wait (``Retry-After``), else ``default``."""
+    value = str(exc.headers.get("Retry-After", "")).strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return default
 
 
 def endpoint_connected(cfg: Config, user_dir: Path, endpoint_id: str) -> bool | None:
@@ -65,9 +79,19 @@ def endpoint_connected(cfg: Config, user_dir: Path, endpoint_id: str) -> bool | 
     cannot be asked (not logged in, unreachable, no such field)."""
     try:
         tc = GlobusSession(cfg, user_dir, interactive=False).transfer(max_retries=1)
-        value = tc.get_endpoint(endpoint_id).get("gcp_connected")
+        return endpoint_seen(tc, endpoint_id)
     except Exception:
         return None
+
+
+def endpoint_seen(tc: globus_sdk.TransferClient, endpoint_id: str) -> bool | None:
+    """``gcp_connected`` of one endpoint (None when Globus does not say); an endpoint
+    that Globus does not know (deleted, wrong id) raises :class:`GlobusApiError` with
+    ``code == "EndpointNotFound"``, so ``list`` can tell it from "not connected"."""
+    try:
+        value = tc.get_endpoint(endpoint_id).get("gcp_connected")
+    except Exception as exc:
+        raise GlobusApiError.wrap(f"endpoint {endpoint_id}", exc) from None
     return value if isinstance(value, bool) else None
 
 
@@ -116,42 +140,42 @@ def submit(
         data.add_item(source.path, destination.path, recursive=recursive)
         return str(tc.submit_transfer(data)["task_id"])
     except Exception as exc:
-        raise GlobusApiError(f"transfer submission failed: {describe(exc)}") from None
+        raise session.refused("transfer submission failed", exc) from None
 
 
 def follow(
-    session: GlobusSession, task_id: str, out: TextIO = sys.stderr, poll: float = 2.0
+    session: GlobusSession,
+    task_id: str,
+    out: TextIO = sys.stderr,
+    poll: float = 2.0,
+    every: float = 30.0,
 ) -> str:
-    """Show progress until the task ends; its final status (``SUCCEEDED`` or ``FAILED``)."""
+    """Show progress until the task ends; its final status (``SUCCEEDED``; ``FAILED``
+    raises). On a terminal a live bar; in a file (a batch job's output) a plain line per
+    state change and at most one per ``every`` seconds besides."""
+    from .progress import activity_url, display_for
+
     tc = session.transfer()
-    start = time.monotonic()
-    while True:
-        try:
-            task = tc.get_task(task_id)
-        except Exception as exc:
-            raise GlobusApiError(f"task {task_id}: {describe(exc)}") from None
-        out.write("\r" + progress_line(task.data, time.monotonic() - start))
-        out.flush()
-        if task["status"] in ("SUCCEEDED", "FAILED"):
-            out.write("\n")
-            if task["status"] == "FAILED":
-                raise GlobusApiError(f"task {task_id} FAILED: {failure_reason(tc, task.data)}")
-            return str(task["status"])
-        time.sleep(poll)
-
-
-def progress_line(task: dict[str, Any], elapsed: float, width: int = 24) -> str:
-    files, done = int(task.get("files") or 0), int(task.get("files_transferred") or 0)
-    moved = int(task.get("bytes_transferred") or 0)
-    rate = moved / elapsed if elapsed > 0 else 0.0
-    filled = int(width * done / files) if files else 0
-    bar = "#" * filled + "-" * (width - filled)
-    status = task.get("nice_status") or task.get("status")
-    return (
-        f"[{bar}] {done}/{files} files  {human_size(moved)}  {human_size(rate)}/s  {status}".ljust(
-            78
+    display = display_for(out, task_id, every)
+    try:
+        while True:
+            try:
+                task = tc.get_task(task_id).data
+            except Exception as exc:
+                raise session.refused(
+                    f"task {task_id} (it goes on in Globus: {activity_url(task_id)})", exc
+                ) from None
+            display.update(task)
+            if task["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            time.sleep(poll)
+    finally:
+        display.close()
+    if task["status"] == "FAILED":
+        raise GlobusApiError(
+            f"task {task_id} FAILED: {failure_reason(tc, task)} (details: {activity_url(task_id)})"
         )
-    )
+    return str(task["status"])
 
 
 def failure_reason(tc: globus_sdk.TransferClient, task: dict[str, Any]) -> str:
@@ -165,11 +189,3 @@ def failure_reason(tc: globus_sdk.TransferClient, task: dict[str, Any]) -> str:
     except Exception:
         pass
     return str(task.get("nice_status_short_description") or task.get("nice_status") or "?")
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
