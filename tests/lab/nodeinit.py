@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""nodeinit: PID 1 of a lab node's PID namespace (tests/lab/slurmlab.py starts one per node).
+"""nodeinit: PID 1 of a lab node's PID namespace (tests/lab/slurmlab/nodes.py starts one per node).
 
 Usage: nodeinit.py PROGRAM [ARGS...]    (the lab runs ``slurmd -D -N nK -f slurm.conf``)
 
