@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SMALL = 4096
 """Enough for an id file (``client-id.txt``)."""
