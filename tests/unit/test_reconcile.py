@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
+import pytest
 from globus_tmp.config import Config
 from globus_tmp.hooklog import HookLog
 from globus_tmp.job import JobContext, UserIdentity
@@ -74,7 +75,14 @@ def test_an_unreadable_state_file_gets_its_job_set_back_from_slurm(tmp_path: Pat
 # the probe: slurmd's step sockets, Contain, and what is never taken as proof ----------
 
 
-_STEPS: list[socket.socket] = []  # listening, like a live slurmstepd, for the whole run
+_STEPS: list[socket.socket] = []  # listening, like a live slurmstepd, until the test ends
+
+
+@pytest.fixture(autouse=True)
+def _close_steps() -> Iterator[None]:
+    yield
+    while _STEPS:
+        _STEPS.pop().close()
 
 
 def _spool(tmp_path: Path, node: str, jobs: dict[str, str], live: bool = True) -> Path:
