@@ -270,3 +270,23 @@ def test_list_reads_gcp_connected_and_tells_a_deleted_endpoint(
         endpoint_seen(session.transfer(max_retries=0), "gone")
     assert info.value.code == "EndpointNotFound"
     assert str(info.value).startswith("endpoint gone: no such endpoint in Globus (404 ")
+
+
+def test_list_asks_every_endpoint_past_a_deleted_one(
+    cfg: Config, user_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from globus_tmp.cli.context import Context
+    from globus_tmp.cli.pool import _connected
+    from globus_tmp.job import UserIdentity
+
+    endpoint_id = load_response("transfer.get_endpoint").metadata["endpoint_id"]
+    rec = _recorded("transfer.get_endpoint")
+    responses.replace(
+        "GET", f"{TRANSFER}/endpoint/{endpoint_id}", json={**rec.json, "gcp_connected": True}
+    )
+    _serve("GET", "/endpoint/gone", "transfer.set_subscription_id", "not_found")
+    ctx = Context(cfg, UserIdentity.current())
+    ctx.user_dir = user_dir
+    assert _connected(ctx, ["gone", endpoint_id]) == {endpoint_id: True}
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "endpoint gone: no such endpoint in Globus (404 " in err[0]

@@ -102,17 +102,29 @@ def list_text(rows: Sequence[Mapping[str, object]], endpoints_dir: str) -> str:
 
 
 def _connected(ctx: Context, endpoint_ids: list[str]) -> dict[str, bool | None]:
-    """Whether Globus sees each endpoint's GCP connected; empty when it cannot be asked."""
+    """Whether Globus sees each endpoint's GCP connected; empty when it cannot be asked.
+
+    An endpoint Globus does not know (deleted in the web app, say) is one warning
+    naming it, and the others are still asked: one stale entry must not hide the pool."""
     if not ctx.cfg.globus_client_id or not ctx.logged_in or not endpoint_ids:
         return {}
+    from ..globusapi import GlobusApiError, describe
+    from ..transfers import endpoint_seen
+
+    seen: dict[str, bool | None] = {}
     try:
         tc = ctx.session().transfer()
-        return {i: bool(tc.get_endpoint(i)["gcp_connected"]) for i in endpoint_ids}
+        for endpoint_id in endpoint_ids:
+            try:
+                seen[endpoint_id] = endpoint_seen(tc, endpoint_id)
+            except GlobusApiError as exc:
+                if exc.code != "EndpointNotFound":
+                    raise
+                warn(describe(exc))
     except Exception as exc:
-        from ..globusapi import describe
-
         warn(f"cannot ask Globus: {describe(exc)}")
         return {}
+    return seen
 
 
 def _when(stamp: object) -> str:
