@@ -1,28 +1,14 @@
 """Errors from Globus as users meet them, against Globus's own recorded responses
-(``globus_sdk.testing``), not the project's emulator: one line with the cause and the fix."""
+(``globus_sdk.testing``), not the project's emulator: one line with the cause and the fix.
+The recordings are served by the autouse fixture of tests/globus/conftest.py."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import globus_sdk
 import pytest
 import responses
 from globus_sdk.testing import load_response
 from globus_tmp.globusapi import describe
-
-
-@pytest.fixture(autouse=True)
-def _recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """globus_sdk.testing registers on ``responses``' default mock: the one started here."""
-    for name in ("GLOBUS_SDK_ENVIRONMENT", "GLOBUS_SDK_SERVICE_URL_AUTH"):
-        monkeypatch.delenv(name, raising=False)
-    responses.start()
-    try:
-        yield
-    finally:
-        responses.stop()
-        responses.reset()
 
 
 def _error(call: object) -> globus_sdk.GlobusAPIError:
