@@ -25,7 +25,7 @@ from typing import Any
 
 import globus_sdk
 import pytest
-from globus_sdk.testing import get_response_set
+from globus_sdk.testing import RegisteredResponse, get_response_set
 from globus_sdk.transport import RetryConfig
 
 HERE = Path(__file__).resolve().parent
@@ -44,7 +44,9 @@ NO_RETRY = RetryConfig(max_retries=0)
 
 def recorded(method: Any, case: str = "default") -> Any:
     """The JSON of a response Globus recorded (``globus_sdk.testing``)."""
-    return get_response_set(method).lookup(case).json
+    response = get_response_set(method).lookup(case)
+    assert isinstance(response, RegisteredResponse)
+    return response.json
 
 
 def json_kind(value: Any) -> str:
@@ -300,7 +302,7 @@ def test_transfer_errors_have_the_recorded_codes_and_shapes(
     assert (err.http_status, err.code) == (502, "ExternalError.MkdirFailed.Exists")
     assert_shape(err.raw_json, missing_endpoint)
     err = error(lambda: tc.operation_rename(collection, "/a.txt", "/file2.txt"))
-    assert err.http_status == 502 and err.code.endswith(".Exists")
+    assert (err.http_status, err.code) == (502, "ExternalError.RenameFailed.Exists")
 
     failure = recorded(TC.submit_transfer, "failure")
     err = error(lambda: tc.submit_transfer(globus_sdk.TransferData(collection, collection)))
@@ -477,7 +479,9 @@ def test_task_list_label_filters_exact_negated_and_wildcard(
     collection, _ = served
     ids = {}
     for label in ("alpha", "Alpha-2", "beta", None):
-        data = globus_sdk.TransferData(collection, collection, label=label)
+        data = globus_sdk.TransferData(collection, collection)
+        if label is not None:
+            data["label"] = label
         data.add_item("/a.txt", f"/labels/{label}.txt")
         ids[label] = tc.submit_transfer(data)["task_id"]
     delete = globus_sdk.DeleteData(collection, label="alpha-delete")
