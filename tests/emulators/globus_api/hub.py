@@ -66,10 +66,11 @@ class GcpHub:
       409 ``SessionUnknown`` means "connect again" (service restarted, or replaced).
     * ``POST /_emulator/gcp/{ID}/poll {"session": S, "wait": s, "max_items": n}`` long-polls
       for work: ``{"work": [{"id": W, "op": "stat"|"list"|"mkdir"|"read"|"write"|"checksum"|
-      "utime", "path": P, ...}]}``. ``read`` has ``offset``/``length``; ``write`` has
-      ``offset``/``length``/``truncate`` and its bytes come from
+      "utime"|"delete"|"rename", "path": P, ...}]}``. ``read`` has ``offset``/``length``;
+      ``write`` has ``offset``/``length``/``truncate`` and its bytes come from
       ``GET /_emulator/gcp/{ID}/work/{W}/data?session=S``; ``checksum`` has ``algorithm``;
-      ``utime`` has ``mtime``.
+      ``utime`` has ``mtime``; ``mkdir`` has ``exist_ok``; ``rename`` has ``new_path`` (a
+      Globus path too); ``delete`` removes a file or an empty directory.
     * ``POST /_emulator/gcp/{ID}/work/{W}?session=S`` answers: JSON ``{"ok": true,
       "result": ...}`` or ``{"ok": false, "error": "PERMISSION_DENIED", "message": ...}``;
       for ``read``, the raw bytes (``application/octet-stream``).

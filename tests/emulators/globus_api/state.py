@@ -265,8 +265,6 @@ class Emulator:
             raise ApiError(404, "TaskNotFound", f"Task {task_id} not found")
         return cast(JSONDict, task)
 
-    # ---- routes
-
     def redeem_setup_key(self, setup_key: str) -> JSONDict:
         """Single use: the key's endpoint id once, then ``Setup Code KEY not found``."""
         with self.lock:

@@ -280,8 +280,6 @@ class TokenIssuer:
                 raise failed
             return cast(JSONDict, self.emu.state["identities"][record["identity_id"]])
 
-    # ---- endpoints
-
     def client_identity(self, client_id: str) -> JSONDict:
         """The identity of a confidential client: its id is the client id, as in Globus."""
         return self.identity(

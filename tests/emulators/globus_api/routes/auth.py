@@ -316,5 +316,3 @@ class AuthRoutes(RouteGroup):
 
     def r_jwk(self, req: Request) -> Response:
         return json_response(200, {"keys": [self.emu.tokens.rsa_key().jwk()]})
-
-    # ---- transfer: endpoints

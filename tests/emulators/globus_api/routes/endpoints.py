@@ -216,5 +216,3 @@ class EndpointRoutes(RouteGroup):
                 "offset": offset,
             },
         )
-
-    # ---- transfer: tasks

@@ -263,8 +263,6 @@ class TaskRoutes(RouteGroup):
             },
         )
 
-    # ---- transfer: file operations
-
     def r_task_pause_info(self, req: Request, task_id: str) -> Response:
         """Pause rules (none in the emulator) and explicit pause messages: a task paused
         through ``/_emulator/tasks/ID/pause`` shows as paused by the source's manager."""
