@@ -145,7 +145,7 @@ class Settings:
     ``GCP_EMULATOR_SETUP_ENDPOINT_ID`` (endpoint id that ``-setup`` "redeems" a key for),
     ``GCP_EMULATOR_SOCKET_DIR`` (where ``globusconnect_<uid>.sock`` lives; default /tmp),
     ``GCP_EMULATOR_CALL_LOG`` (if set, every invocation appends one JSON line there),
-    ``GCP_EMULATOR_GLOBUS_API`` (URL of tests/emulators/globus_api.py: -setup redeems keys
+    ``GCP_EMULATOR_GLOBUS_API`` (URL of tests/emulators/globus_api: -setup redeems keys
     there, and a running instance connects out to it and serves transfers).
     """
 
@@ -891,9 +891,9 @@ class Instance:
             if self.settings.mode.name == "ignore-stop":
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if self.settings.globus_api:
-                import globus_api  # sibling module, stdlib-only
+                from globus_api.link import GcpLink  # sibling package, its light part
 
-                self.link = globus_api.GcpLink(
+                self.link = GcpLink(
                     self.settings.globus_api,
                     self.endpoint_id,
                     [(p.path, p.access) for p in self.paths],
@@ -980,9 +980,9 @@ class HttpSetupKeyRedeemer:
     url: str
 
     def redeem(self, setup_key: str) -> str | None:
-        import globus_api  # sibling module, stdlib-only
+        from globus_api.client import redeem_setup_key  # sibling package, its light part
 
-        return globus_api.redeem_setup_key(self.url, setup_key)
+        return redeem_setup_key(self.url, setup_key)
 
 
 def make_redeemer(settings: Settings) -> SetupKeyRedeemer:
