@@ -1,6 +1,6 @@
 """Globus end to end: real jobs stage node-local /tmp out through the lab's Transfer API.
 
-The lab runs the Transfer/Auth API emulator (tests/emulators/globus_api.py); every GCP
+The lab runs the Transfer/Auth API emulator (tests/emulators/globus_api/); every GCP
 connects out to it and moves real bytes. Users are logged in and their pools set up by
 ``globus-tmp-endpoint setup`` (``lab.make_pool``), so the epilog and the drain ask the
 Transfer API, with the user's tokens, whether a task still uses the node's endpoint.

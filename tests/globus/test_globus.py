@@ -1,4 +1,4 @@
-"""Globus for real, against the local Transfer/Auth API emulator (tests/emulators/globus_api.py):
+"""Globus for real, against the local Transfer/Auth API emulator (tests/emulators/globus_api/):
 login, pool provisioning, staging, and the transfer-aware epilog and drain.
 
 The hooks and the CLI are the installed programs, run as root / as the user; GCP is the

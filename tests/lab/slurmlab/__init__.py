@@ -26,7 +26,7 @@ How it is put together (see /work/shared/FACTS.md, "A real multi-node Slurm clus
   hooks' venv, a copy of tests/emulators, the GCP wrapper scripts).
 - The hooks' venv is built from ``/usr/bin/python3`` because the default python3 here lives
   under /root (mode 0700) and the job users could not execute console scripts made from it.
-- The Globus Transfer/Auth API emulator (tests/emulators/globus_api.py) runs as one more
+- The Globus Transfer/Auth API emulator (tests/emulators/globus_api/) runs as one more
   lab daemon on 127.0.0.1 (shared by every node: only mount namespaces are private). Every
   GCP connects out to it, the hooks' globus-tmp.conf points ``globus_service_urls`` at it,
   and :meth:`SlurmLab.make_pool` logs the user in (seeded tokens) and runs the real

@@ -1,7 +1,7 @@
 """The lab's Globus: the Transfer/Auth API emulator as a lab daemon, its admin routes,
 collections and tasks, and users' tokens.
 
-The emulator (tests/emulators/globus_api.py) runs on 127.0.0.1, which every node shares:
+The emulator (tests/emulators/globus_api/) runs on 127.0.0.1, which every node shares:
 every GCP connects out to it, the hooks and the CLI call it, and the tests steer it
 (faults, paused tasks) through its ``_emulator/...`` admin routes.
 """

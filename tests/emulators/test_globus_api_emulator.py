@@ -23,19 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import globus_api
 import globus_sdk
 import pytest
+from globus_api import fileops
 from globus_sdk.login_flows import CommandLineLoginFlowManager
 from globus_sdk.testing import get_response_set
 from globus_sdk.token_storage import SQLiteTokenStorage
 from globus_sdk.transport import RetryConfig
 
-HERE = Path(__file__).resolve().parent
-EMULATORS = HERE / "emulators"
-sys.path.insert(0, str(EMULATORS))
+EMULATORS = Path(__file__).resolve().parent
 
-import globus_api  # noqa: E402
-from globus_api import fileops  # noqa: E402
 
 CLIENT_ID = "6a1f6a3c-8d6b-4cf4-9b2d-1f4c6a0e5a11"
 TC = globus_sdk.TransferClient

@@ -16,7 +16,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -24,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import gcp_config_dir
+import gcp_emulator as emu
 import pytest
 
-EMULATOR_DIR = Path(__file__).resolve().parent / "emulators"
-sys.path.insert(0, str(EMULATOR_DIR))
+EMULATOR_DIR = Path(__file__).resolve().parent
 
-import gcp_config_dir  # noqa: E402
-import gcp_emulator as emu  # noqa: E402
 
 LAUNCHER = EMULATOR_DIR / "globusconnectpersonal"
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -23,17 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import globus_api
 import globus_sdk
 import pytest
+from globus_api.link import GcpLink
 from globus_sdk.testing import RegisteredResponse, get_response_set
 from globus_sdk.transport import RetryConfig
 
-HERE = Path(__file__).resolve().parent
-EMULATORS = HERE / "emulators"
-sys.path.insert(0, str(EMULATORS))
+EMULATORS = Path(__file__).resolve().parent
 
-import globus_api  # noqa: E402
-from globus_api.link import GcpLink  # noqa: E402
 
 NATIVE_CLIENT_ID = "6a1f6a3c-8d6b-4cf4-9b2d-1f4c6a0e5a11"
 ROBOT_CLIENT_ID = "5c1bd8a4-3e2f-4b7a-9d60-0f1e2d3c4b5a"
