@@ -101,7 +101,7 @@ class UnixUser:
             os.chmod(path, 0o700)
         return ids
 
-    def registry(self) -> dict[str, dict[str, object]]:
+    def registry(self) -> dict[str, dict[str, Any]]:
         """Held leases of the pool, by entry: ``{"node": owner, "since": ...}``."""
         from globus_tmp.pool import EndpointPool
 
@@ -129,7 +129,7 @@ class Site:
         path = self.state_dir(node) / "hooks.log"
         return path.read_text() if path.exists() else ""
 
-    def state(self, user: str, node: str = "n1") -> dict[str, object]:
+    def state(self, user: str, node: str = "n1") -> dict[str, Any]:
         data: dict[str, object] = json.loads(
             (self.state_dir(node) / "users" / f"{user}.json").read_text()
         )
@@ -174,7 +174,7 @@ class Site:
             "GLOBUS_TMP_CONFIG": str(self.config),
         }
 
-    def hook(  # type: ignore[no-untyped-def]
+    def hook(
         self, name: str, job: str, user: str, node: str = "n1", wait: bool = True, failpoint=""
     ):
         """Run globus-tmp-<name> as slurmd would (root, no PATH, a process group of its

@@ -17,20 +17,28 @@ proven free by their own release: this cluster's Slurm knows nothing of them.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from .leases import LeaseRecord
 from .pool import PoolEntry
-from .slurmview import SlurmView
 
 EndpointConnected = Callable[[str], "bool | None"]
+
+
+class NodeRecords(Protocol):
+    """What the proof asks Slurm (:class:`~globus_tmp.slurmview.SlurmView` answers it;
+    tests give fixed answers)."""
+
+    def nodes_with_jobs(self, user: str) -> set[str] | None: ...
+
+    def node_down_since(self, node: str, since: float) -> str | None: ...
 
 
 class SlurmGlobusProver:
     """:class:`~globus_tmp.pool.LeaseProver` from Slurm and the Transfer API."""
 
     def __init__(
-        self, user: str, cluster: str, slurm: SlurmView, connected: EndpointConnected
+        self, user: str, cluster: str, slurm: NodeRecords, connected: EndpointConnected
     ) -> None:
         self.user = user
         self.cluster = cluster

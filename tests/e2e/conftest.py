@@ -16,8 +16,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from e2e_jobs import clear_flags, install_probe
 from slurmlab import GCP_WRAPPER, SlurmLab
+
+from e2e.e2e_jobs import clear_flags, install_probe
 
 NODES = 3
 CPUS_PER_NODE = 64

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2e_jobs import explain, wait_for
 from slurmlab import REPO_ROOT, SlurmLab
+
+from e2e.e2e_jobs import explain, wait_for
 
 NODE = "n1"
 USER = "gtcarol"

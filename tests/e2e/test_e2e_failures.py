@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from e2e_jobs import (
+from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import (
     explain,
     parse_probes,
     probe_cmd,
@@ -12,7 +14,6 @@ from e2e_jobs import (
     wait_output,
     waiting_job,
 )
-from slurmlab import SlurmLab
 
 
 def _assert_no_endpoint(lab: SlurmLab, job: str, user: str, output: str) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_jobs import (
+from slurmlab import BOOT_ID, LAB_USERS, SlurmLab
+
+from e2e.e2e_jobs import (
     GcpSampler,
     HookLogMark,
     explain,
@@ -22,7 +24,6 @@ from e2e_jobs import (
     wait_output,
     waiting_job,
 )
-from slurmlab import BOOT_ID, LAB_USERS, SlurmLab
 
 STORM_NODE = "n1"
 STORM_JOBS_PER_USER = 16

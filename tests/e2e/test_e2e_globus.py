@@ -22,7 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from e2e_jobs import (
+from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import (
     GcpSampler,
     HookLogMark,
     explain,
@@ -31,7 +33,6 @@ from e2e_jobs import (
     wait_output,
     waiting_job,
 )
-from slurmlab import SlurmLab
 
 FINAL = ("SUCCEEDED", "FAILED")
 
@@ -216,7 +217,7 @@ def test_stage_out_without_wait_finishes_after_the_job_and_then_gcp_stops(lab: S
         log = mark.new_text(node)
         epilog = _lines(log, f"epilog job={job} ", "drain pid")
         assert epilog and task in epilog[0][1], f"the epilog did not name the live task\n{why}"
-        (pid,) = _gcp_pids(lab, user, node) or [None]
+        (pid,) = _gcp_pids(lab, user, node) or (None,)
         assert pid is not None, f"GCP stopped with the task still live\n{why}"
         node_pid = _node_pid(lab, pid)
         hits = lab.api_state()["route_hits"].get("task_list", 0)
@@ -265,7 +266,7 @@ def test_a_job_arriving_during_the_drain_joins_the_lingering_gcp(lab: SlurmLab) 
         lab.wait_jobs([first], timeout=60)
         why = explain(lab, first, user=user)
         assert _lines(mark.new_text(node), f"epilog job={first} ", "drain pid", task), why
-        (pid,) = _gcp_pids(lab, user, node) or [None]
+        (pid,) = _gcp_pids(lab, user, node) or (None,)
         assert pid is not None, f"no GCP draining on {node}\n{why}"
         node_pid = _node_pid(lab, pid)
         digest = _field(lab.job_output(first, user), "SHA256")
@@ -280,7 +281,7 @@ def test_a_job_arriving_during_the_drain_joins_the_lingering_gcp(lab: SlurmLab) 
             assert f"joined GCP pid {node_pid}" in joined[0][1], why
             assert "during its drain" in joined[0][1], why
             wait_for(
-                lambda: _lines(mark.new_text(node), "drain ", f"job(s) {second} joined"),
+                lambda: bool(_lines(mark.new_text(node), "drain ", f"job(s) {second} joined")),
                 15,
                 "the drain to see the job join and step aside",
             )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from e2e_jobs import explain, release, wait_output, waiting_job
 from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import explain, release, wait_output, waiting_job
 
 ORDERS = list(itertools.permutations(range(3)))
 ROUNDS = [ORDERS[:3], ORDERS[3:]]

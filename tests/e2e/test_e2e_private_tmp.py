@@ -13,7 +13,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from e2e_jobs import (
+from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import (
     GcpSampler,
     explain,
     flag_path,
@@ -22,7 +24,6 @@ from e2e_jobs import (
     sha256_file,
     wait_for,
 )
-from slurmlab import SlurmLab
 
 NODE = "n1"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pwd
 
-from e2e_jobs import (
+from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import (
     GcpSampler,
     HookLogMark,
     explain,
@@ -14,7 +16,6 @@ from e2e_jobs import (
     wait_output,
     waiting_job,
 )
-from slurmlab import SlurmLab
 
 
 def test_overlapping_jobs_of_one_user_share_one_gcp(lab: SlurmLab) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 
-from e2e_jobs import explain, output_field, sha256_file
 from slurmlab import SlurmLab
+
+from e2e.e2e_jobs import explain, output_field, sha256_file
 
 
 def _declaring_job(dest: str, megabytes: int, name: str, then: str = "sleep 600") -> str:

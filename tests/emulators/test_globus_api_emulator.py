@@ -26,9 +26,9 @@ from typing import Any
 import globus_api
 import globus_sdk
 import pytest
+from globus.globus_recorded import recorded_doc
 from globus_api import fileops
 from globus_sdk.login_flows import CommandLineLoginFlowManager
-from globus_sdk.testing import get_response_set
 from globus_sdk.token_storage import SQLiteTokenStorage
 from globus_sdk.transport import RetryConfig
 
@@ -53,11 +53,6 @@ CREATE_RESULT_KEYS = {
 }
 ERROR_KEYS = {"code", "message", "request_id", "resource"}
 EVENT_KEYS = {"DATA_TYPE", "code", "description", "details", "is_error", "time"}
-
-
-def canned(method: Any, case: str = "default") -> Any:
-    """The JSON of a ``globus_sdk.testing`` canned (real-shaped) response."""
-    return get_response_set(method).lookup(case).json
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
@@ -113,6 +108,12 @@ def event_codes(tc: globus_sdk.TransferClient, task_id: str) -> list[str]:
 # --------------------------------------------------------------------------- fixtures
 
 
+
+def _raw(exc: globus_sdk.GlobusAPIError) -> dict[str, Any]:
+    """The error's JSON body (every emulator error has one)."""
+    assert exc.raw_json is not None, exc
+    return exc.raw_json
+
 @pytest.fixture
 def make_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     """Start emulators on port 0 (always stopped); the SDK env points at the last one."""
@@ -137,7 +138,7 @@ def make_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]
 
 @pytest.fixture
 def server(make_server: Callable[..., Any], tmp_path: Path) -> globus_api.EmulatorServer:
-    return make_server(state_file=str(tmp_path / "state.json"))  # type: ignore[no-any-return]
+    return make_server(state_file=str(tmp_path / "state.json"))
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def test_token_refresh_and_client_credentials_have_real_shapes(
     tokens = admin.mint_tokens("alice@example.org", client_id=CLIENT_ID)
     native = globus_sdk.NativeAppAuthClient(CLIENT_ID)
     refreshed = native.oauth2_refresh_token(tokens["refresh_token"])
-    reference = canned(AC.oauth2_client_credentials_tokens)
+    reference = recorded_doc(AC.oauth2_client_credentials_tokens)
     assert set(reference) <= set(refreshed.data)
     assert refreshed["resource_server"] == "transfer.api.globus.org"
     assert refreshed["token_type"] == "Bearer"
@@ -237,7 +238,7 @@ def test_token_refresh_and_client_credentials_have_real_shapes(
     with pytest.raises(globus_sdk.AuthAPIError) as info:
         native.oauth2_refresh_token("RT-not-issued")
     assert info.value.http_status == 401  # as Globus Auth answers (globus_sdk.testing)
-    assert info.value.raw_json == {"error": "invalid_grant"}
+    assert _raw(info.value) == {"error": "invalid_grant"}
 
 
 def test_introspect_revoke_and_auth_errors_have_real_shapes(
@@ -246,7 +247,7 @@ def test_introspect_revoke_and_auth_errors_have_real_shapes(
     tokens = admin.mint_tokens("alice@example.org", client_id=CLIENT_ID)
     confidential = globus_sdk.ConfidentialAppAuthClient("resource-server", "secret")
     doc = confidential.oauth2_token_introspect(tokens["access_token"])
-    assert set(doc.data) == set(canned(AC.oauth2_token_introspect))
+    assert set(doc.data) == set(recorded_doc(AC.oauth2_token_introspect))
     assert doc["active"] is True
     assert doc["sub"] == tokens["identity_id"]
     assert doc["username"] == "alice@example.org"
@@ -254,20 +255,20 @@ def test_introspect_revoke_and_auth_errors_have_real_shapes(
 
     native = globus_sdk.NativeAppAuthClient(CLIENT_ID)
     revoked = native.oauth2_revoke_token(tokens["refresh_token"])
-    assert revoked.data == canned(globus_sdk.NativeAppAuthClient.oauth2_revoke_token)
+    assert revoked.data == recorded_doc(globus_sdk.NativeAppAuthClient.oauth2_revoke_token)
     with pytest.raises(globus_sdk.AuthAPIError):
         native.oauth2_refresh_token(tokens["refresh_token"])
     assert confidential.oauth2_token_introspect(tokens["access_token"])["active"] is False
 
-    unauthorized = canned(globus_sdk.AuthClient.userinfo, "unauthorized")
+    unauthorized = recorded_doc(globus_sdk.AuthClient.userinfo, "unauthorized")
     with pytest.raises(globus_sdk.AuthAPIError) as info:
         globus_sdk.AuthClient(
             authorizer=globus_sdk.AccessTokenAuthorizer("AT-bogus"),
             retry_config=RetryConfig(max_retries=0),
         ).userinfo()
     assert info.value.http_status == 401
-    assert set(info.value.raw_json) == set(unauthorized)
-    assert set(info.value.raw_json["errors"][0]) == set(unauthorized["errors"][0])
+    assert set(_raw(info.value)) == set(unauthorized)
+    assert set(_raw(info.value)["errors"][0]) == set(unauthorized["errors"][0])
 
     auth_tokens = admin.mint_tokens(
         "alice@example.org", scopes=["openid", "profile", "email"], client_id=CLIENT_ID
@@ -278,7 +279,7 @@ def test_introspect_revoke_and_auth_errors_have_real_shapes(
     assert auth_client.userinfo()["sub"] == tokens["identity_id"]
     identities = auth_client.get_identities(usernames=["alice@example.org"])["identities"]
     assert [i["id"] for i in identities] == [tokens["identity_id"]]
-    reference = canned(globus_sdk.AuthClient.get_identities)["identities"][0]
+    reference = recorded_doc(globus_sdk.AuthClient.get_identities)["identities"][0]
     assert set(reference) <= set(identities[0])
 
 
@@ -293,11 +294,12 @@ def test_transfer_rejects_unknown_and_expired_tokens_in_real_error_shape(
         bogus.task_list()
     assert info.value.http_status == 401
     assert info.value.code == "AuthenticationFailed"
-    assert set(info.value.raw_json) == ERROR_KEYS
-    assert info.value.raw_json["resource"] == "/v0.10/task_list"
+    assert set(_raw(info.value)) == ERROR_KEYS
+    assert _raw(info.value)["resource"] == "/v0.10/task_list"
 
     # An expired access token: the SDK's RefreshTokenAuthorizer refreshes on the 401.
     old = alice.authorizer.access_token
+    assert old is not None
     assert admin.expire_tokens(username=alice.username) >= 1
     assert alice.tc.task_list()["total"] == 0
     assert alice.authorizer.access_token != old
@@ -409,7 +411,7 @@ def test_gcp_endpoint_lifecycle_and_single_use_setup_key(
     assert info.value.doc["message"] == f"Setup Code {key} not found"
 
     doc = alice.tc.get_endpoint(endpoint_id)
-    assert set(canned(TC.get_endpoint)) <= set(doc.data)
+    assert set(recorded_doc(TC.get_endpoint)) <= set(doc.data)
     assert doc["DATA_TYPE"] == "endpoint"
     assert doc["is_globus_connect"] is True
     assert doc["gcp_connected"] is False
@@ -420,7 +422,7 @@ def test_gcp_endpoint_lifecycle_and_single_use_setup_key(
     assert doc["globus_connect_setup_key"] is None  # redeemed
 
     updated = alice.tc.update_endpoint(endpoint_id, {"display_name": "node1 /tmp"})
-    assert set(updated.data) == set(canned(TC.update_endpoint))
+    assert set(updated.data) == set(recorded_doc(TC.update_endpoint))
     assert alice.tc.get_endpoint(endpoint_id)["display_name"] == "node1 /tmp"
     with pytest.raises(globus_sdk.TransferAPIError) as error:
         alice.tc.update_endpoint(endpoint_id, {"is_globus_connect": False})
@@ -440,7 +442,7 @@ def test_gcp_endpoint_lifecycle_and_single_use_setup_key(
         alice.tc.get_endpoint(endpoint_id)
     assert error.value.http_status == 404
     assert error.value.code == "EndpointNotFound"
-    assert set(error.value.raw_json) == ERROR_KEYS
+    assert set(_raw(error.value)) == ERROR_KEYS
 
 
 def test_endpoint_search_pages_like_transfer(alice: User) -> None:
@@ -471,11 +473,11 @@ def test_submission_and_duplicate_submission_shapes(
     (tmp_path / "src" / "hello.txt").write_text("hello\n")
 
     submission = alice.tc.get_submission_id()
-    assert set(submission.data) == set(canned(TC.get_submission_id))
+    assert set(submission.data) == set(recorded_doc(TC.get_submission_id))
     data = globus_sdk.TransferData(src, dst, label="shape", submission_id=submission["value"])
     data.add_item("/hello.txt", "/out/hello.txt")
     result = alice.tc.submit_transfer(data)
-    reference = canned(TC.submit_transfer)
+    reference = recorded_doc(TC.submit_transfer)
     assert set(result.data) == set(reference)
     assert set(result["task_link"]) == set(reference["task_link"])
     assert (result["DATA_TYPE"], result["code"]) == ("transfer_result", "Accepted")
@@ -486,7 +488,7 @@ def test_submission_and_duplicate_submission_shapes(
     task = finished(alice.tc, result["task_id"])
     assert task["status"] == "SUCCEEDED"
     assert (tmp_path / "dst" / "out" / "hello.txt").read_text() == "hello\n"
-    assert set(canned(TC.task_list)["DATA"][0]) <= set(task.data)
+    assert set(recorded_doc(TC.task_list)["DATA"][0]) <= set(task.data)
     assert (task["files"], task["files_transferred"], task["bytes_transferred"]) == (1, 1, 6)
     done = alice.tc.get(f"/v0.10/task/{result['task_id']}/successful_transfers")
     assert done["DATA"][0]["destination_path"] == "/out/hello.txt"
@@ -494,10 +496,10 @@ def test_submission_and_duplicate_submission_shapes(
     empty = globus_sdk.TransferData(src, dst)
     with pytest.raises(globus_sdk.TransferAPIError) as error:
         alice.tc.submit_transfer(empty)
-    failure = canned(TC.submit_transfer, "failure")
+    failure = recorded_doc(TC.submit_transfer, "failure")
     assert error.value.http_status == 400
     assert error.value.code == failure["code"]
-    assert set(error.value.raw_json) == set(failure)
+    assert set(_raw(error.value)) == set(failure)
 
 
 def test_task_list_filters_pages_events_and_cancel(
@@ -522,7 +524,7 @@ def test_task_list_filters_pages_events_and_cancel(
         assert finished(alice.tc, task_id)["status"] == "SUCCEEDED"
 
     cancel = alice.tc.cancel_task(canceled)
-    assert set(cancel.data) == set(canned(TC.cancel_task))
+    assert set(cancel.data) == set(recorded_doc(TC.cancel_task))
     assert cancel["code"] == "Canceled"
     task = alice.tc.get_task(canceled)
     assert task["status"] == "FAILED"
@@ -532,7 +534,7 @@ def test_task_list_filters_pages_events_and_cancel(
     live = alice.tc.task_list(filter={"status": ["ACTIVE", "INACTIVE"]}, limit=100)
     assert {t["task_id"] for t in live} == {*stalled, paused}
     assert {t["status"] for t in live} == {"ACTIVE", "INACTIVE"}
-    reference = canned(TC.task_list)
+    reference = recorded_doc(TC.task_list)
     page = alice.tc.task_list(limit=3, offset=0)
     assert set(page.data) == set(reference)
     assert (page["total"], page["length"], page["limit"], page["offset"]) == (7, 3, 3, 0)
@@ -767,19 +769,19 @@ def test_file_operations_and_disconnected_listing(
         no_retry.operation_ls(gcp, path=str(tmp_path))
     assert error.value.http_status == 502
     assert error.value.code == "ExternalError.DirListingFailed.GCDisconnected"
-    assert set(error.value.raw_json) == ERROR_KEYS
+    assert set(_raw(error.value)) == ERROR_KEYS
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "file1.txt").write_text("abcd")
     start_gcp(server, links, gcp, [(str(tmp_path / "data"), "rw")])
     listing = alice.tc.operation_ls(gcp, path=str(tmp_path / "data"))
     assert listing["DATA_TYPE"] == "file_list"
-    assert set(canned(TC.operation_stat)) <= set(listing["DATA"][0])
+    assert set(recorded_doc(TC.operation_stat)) <= set(listing["DATA"][0])
     assert (listing["DATA"][0]["name"], listing["DATA"][0]["size"]) == ("file1.txt", 4)
     stat_doc = alice.tc.operation_stat(gcp, path=str(tmp_path / "data" / "file1.txt"))
-    assert set(stat_doc.data) == set(canned(TC.operation_stat))
+    assert set(stat_doc.data) == set(recorded_doc(TC.operation_stat))
     made = alice.tc.operation_mkdir(gcp, path=str(tmp_path / "data" / "new"))
-    assert set(made.data) == set(canned(TC.operation_mkdir))
+    assert set(made.data) == set(recorded_doc(TC.operation_mkdir))
     assert (tmp_path / "data" / "new").is_dir()
     with pytest.raises(globus_sdk.TransferAPIError) as error:
         alice.tc.operation_ls(gcp, path=str(tmp_path))
@@ -809,7 +811,7 @@ def test_sdk_retries_injected_429_and_5xx_and_duplicates_on_lost_responses(
         impatient.task_list()
     assert error.value.http_status == 429
     assert error.value.headers["Retry-After"] == "1"
-    assert set(error.value.raw_json) == ERROR_KEYS
+    assert set(_raw(error.value)) == ERROR_KEYS
     admin.clear_faults()
 
     # The response of a create is lost (502 after the work): the SDK's retry creates a

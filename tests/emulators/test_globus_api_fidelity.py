@@ -25,8 +25,8 @@ from typing import Any
 import globus_api
 import globus_sdk
 import pytest
+from globus.globus_recorded import recorded, recorded_doc
 from globus_api.link import GcpLink
-from globus_sdk.testing import RegisteredResponse, get_response_set
 from globus_sdk.transport import RetryConfig
 
 EMULATORS = Path(__file__).resolve().parent
@@ -37,13 +37,6 @@ ROBOT_CLIENT_ID = "5c1bd8a4-3e2f-4b7a-9d60-0f1e2d3c4b5a"
 TC = globus_sdk.TransferClient
 AC = globus_sdk.AuthClient
 NO_RETRY = RetryConfig(max_retries=0)
-
-
-def recorded(method: Any, case: str = "default") -> Any:
-    """The JSON of a response Globus recorded (``globus_sdk.testing``)."""
-    response = get_response_set(method).lookup(case)
-    assert isinstance(response, RegisteredResponse)
-    return response.json
 
 
 def json_kind(value: Any) -> str:
@@ -194,29 +187,29 @@ def test_transfer_documents_have_the_recorded_shapes(
     collection, root = served
     created = create_gcp(tc, "node")
     gcp = created["id"]
-    assert_shape(created.data, recorded(TC.update_endpoint), exact=False)
+    assert_shape(created.data, recorded_doc(TC.update_endpoint), exact=False)
     assert (created["DATA_TYPE"], created["code"]) == ("endpoint_create_result", "Created")
 
-    assert_shape(tc.get_endpoint(gcp).data, recorded(TC.get_endpoint), exact=False)
-    assert_shape(tc.get_endpoint(collection).data, recorded(TC.get_endpoint), exact=False)
+    assert_shape(tc.get_endpoint(gcp).data, recorded_doc(TC.get_endpoint), exact=False)
+    assert_shape(tc.get_endpoint(collection).data, recorded_doc(TC.get_endpoint), exact=False)
     found = tc.endpoint_search(filter_scope="my-endpoints")
-    assert_shape(found["DATA"][0], recorded(TC.get_endpoint), exact=False)
+    assert_shape(found["DATA"][0], recorded_doc(TC.get_endpoint), exact=False)
     updated = tc.update_endpoint(gcp, {"display_name": "node /tmp"})
-    assert_shape(updated.data, recorded(TC.update_endpoint))
+    assert_shape(updated.data, recorded_doc(TC.update_endpoint))
 
     submission = tc.get_submission_id()
-    assert_shape(submission.data, recorded(TC.get_submission_id))
+    assert_shape(submission.data, recorded_doc(TC.get_submission_id))
     data = globus_sdk.TransferData(collection, collection, submission_id=submission["value"])
     data.add_item("/a.txt", "/copy/a.txt")
     result = tc.submit_transfer(data)
-    assert_shape(result.data, recorded(TC.submit_transfer))
+    assert_shape(result.data, recorded_doc(TC.submit_transfer))
     task = finished(tc, result["task_id"])
-    reference_task = recorded(TC.task_list)["DATA"][0]
+    reference_task = recorded_doc(TC.task_list)["DATA"][0]
     assert_shape(task.data, reference_task, exact=False)
     listing = tc.task_list(limit=5)
-    assert_shape(listing.data, recorded(TC.task_list))
+    assert_shape(listing.data, recorded_doc(TC.task_list))
     done = tc.get(f"/v0.10/task/{task['task_id']}/successful_transfers")
-    assert_shape(done.data, recorded(TC.endpoint_manager_task_successful_transfers))
+    assert_shape(done.data, recorded_doc(TC.endpoint_manager_task_successful_transfers))
 
     events = tc.task_event_list(task["task_id"])
     assert set(events.data) == {"DATA_TYPE", "DATA", "length", "limit", "offset", "total"}
@@ -233,24 +226,24 @@ def test_transfer_documents_have_the_recorded_shapes(
     ls = tc.operation_ls(collection, path="/")
     assert ls["DATA_TYPE"] == "file_list"
     for entry in ls["DATA"]:
-        assert_shape(entry, recorded(TC.operation_stat))
-    assert_shape(tc.operation_stat(collection, path="/a.txt").data, recorded(TC.operation_stat))
+        assert_shape(entry, recorded_doc(TC.operation_stat))
+    assert_shape(tc.operation_stat(collection, path="/a.txt").data, recorded_doc(TC.operation_stat))
     made = tc.operation_mkdir(collection, "/made")
-    assert_shape(made.data, recorded(TC.operation_mkdir))
+    assert_shape(made.data, recorded_doc(TC.operation_mkdir))
     renamed = tc.operation_rename(collection, "/made", "/renamed")
-    assert_shape(renamed.data, recorded(TC.operation_rename))
+    assert_shape(renamed.data, recorded_doc(TC.operation_rename))
     assert (root / "renamed").is_dir() and not (root / "made").exists()
 
     delete = globus_sdk.DeleteData(collection, recursive=True)
     delete.add_item("/renamed")
     deleted = tc.submit_delete(delete)
-    assert_shape(deleted.data, recorded(TC.submit_delete))
+    assert_shape(deleted.data, recorded_doc(TC.submit_delete))
 
     stalled = globus_sdk.TransferData(gcp, collection)
     stalled.add_item("/tmp/x", "/x")
     stalled_id = tc.submit_transfer(stalled)["task_id"]
-    assert_shape(tc.cancel_task(stalled_id).data, recorded(TC.cancel_task))
-    assert_shape(tc.delete_endpoint(gcp).data, recorded(TC.update_endpoint))
+    assert_shape(tc.cancel_task(stalled_id).data, recorded_doc(TC.cancel_task))
+    assert_shape(tc.delete_endpoint(gcp).data, recorded_doc(TC.update_endpoint))
 
 
 def test_transfer_errors_have_the_recorded_codes_and_shapes(
@@ -263,14 +256,14 @@ def test_transfer_errors_have_the_recorded_codes_and_shapes(
             call()
         return info.value
 
-    not_found = recorded(TC.operation_stat, "not_found")
+    not_found = recorded_doc(TC.operation_stat, "not_found")
     err = error(lambda: tc.operation_stat(collection, path="/nope"))
     assert (err.http_status, err.code) == (404, not_found["code"])  # what `globus stat` checks
     assert_shape(err.raw_json, not_found)
     assert error(lambda: tc.operation_ls(collection, path="/nope")).http_status == 404
 
     private = admin.create_collection(str(served[1] / "sub"), owner="bob@example.org", public=False)
-    denied = recorded(TC.operation_stat, "permission_denied")
+    denied = recorded_doc(TC.operation_stat, "permission_denied")
     err = error(lambda: tc.get_endpoint(private["id"]))
     assert err.http_status == 403
     assert_shape(err.raw_json, denied)
@@ -279,7 +272,7 @@ def test_transfer_errors_have_the_recorded_codes_and_shapes(
     err = error(lambda: tc.operation_ls(gcp, path="/~/"))
     assert (err.http_status, err.code) == (502, "ExternalError.DirListingFailed.GCDisconnected")
 
-    missing_endpoint = recorded(TC.set_subscription_id, "not_found")
+    missing_endpoint = recorded_doc(TC.set_subscription_id, "not_found")
     unknown = str(uuid.uuid4())
     for call in (
         lambda: tc.get_endpoint(unknown),
@@ -301,7 +294,7 @@ def test_transfer_errors_have_the_recorded_codes_and_shapes(
     err = error(lambda: tc.operation_rename(collection, "/a.txt", "/file2.txt"))
     assert (err.http_status, err.code) == (502, "ExternalError.RenameFailed.Exists")
 
-    failure = recorded(TC.submit_transfer, "failure")
+    failure = recorded_doc(TC.submit_transfer, "failure")
     err = error(lambda: tc.submit_transfer(globus_sdk.TransferData(collection, collection)))
     assert (err.http_status, err.code) == (400, failure["code"])
     assert_shape(err.raw_json, failure)
@@ -311,7 +304,7 @@ def test_transfer_errors_have_the_recorded_codes_and_shapes(
 
 
 def test_oauth_token_errors_are_rfc6749_documents_as_globus_answers(server: Any) -> None:
-    invalid_grant = recorded(
+    invalid_grant = recorded_doc(
         globus_sdk.ConfidentialAppAuthClient.oauth2_exchange_code_for_tokens, "invalid_grant"
     )
     native = globus_sdk.NativeAppAuthClient(NATIVE_CLIENT_ID)
@@ -346,15 +339,15 @@ def test_auth_documents_have_the_recorded_shapes(server: Any, admin: Any) -> Non
         authorizer=globus_sdk.AccessTokenAuthorizer(tokens["access_token"])
     )
     identities = auth.get_identities(usernames=["alice@example.org"])
-    assert_shape(identities.data, recorded(AC.get_identities), exact=False)
+    assert_shape(identities.data, recorded_doc(AC.get_identities), exact=False)
     assert_shape(
-        identities["identities"][0], recorded(AC.get_identities)["identities"][0], exact=False
+        identities["identities"][0], recorded_doc(AC.get_identities)["identities"][0], exact=False
     )
     info = auth.userinfo()
     assert info["sub"] == tokens["identity_id"]
     assert info["identity_set"][0]["sub"] == tokens["identity_id"]
 
-    unauthorized = recorded(AC.userinfo, "unauthorized")
+    unauthorized = recorded_doc(AC.userinfo, "unauthorized")
     bogus = globus_sdk.AuthClient(
         authorizer=globus_sdk.AccessTokenAuthorizer("AT-bogus"), retry_config=NO_RETRY
     )
@@ -365,12 +358,13 @@ def test_auth_documents_have_the_recorded_shapes(server: Any, admin: Any) -> Non
     assert error.value.code == "UNAUTHORIZED"
     with pytest.raises(globus_sdk.AuthAPIError) as error:
         bogus.get_identities(usernames=["alice@example.org"])
-    assert_shape(error.value.raw_json, recorded(AC.get_identities, "unauthorized"))
+    assert_shape(error.value.raw_json, recorded_doc(AC.get_identities, "unauthorized"))
 
     confidential = globus_sdk.ConfidentialAppAuthClient(ROBOT_CLIENT_ID, "secret")
     introspected = confidential.oauth2_token_introspect(tokens["access_token"])
     assert_shape(
-        introspected.data, recorded(globus_sdk.ConfidentialAppAuthClient.oauth2_token_introspect)
+        introspected.data,
+        recorded_doc(globus_sdk.ConfidentialAppAuthClient.oauth2_token_introspect),
     )
 
 
@@ -382,9 +376,7 @@ def test_cli_login_routes_create_client_and_validate_token(server: Any, admin: A
     created = native.post(
         "/v2/api/clients", data={"client": {"template_id": template, "name": "CLI"}}
     )
-    reference = (
-        get_response_set("auth.create_native_app_instance").lookup("default").metadata["response"]
-    )
+    reference = recorded("auth.create_native_app_instance").metadata["response"]
     assert_shape(created.data, reference)
     assert created["client"]["parent_client"] == template
     credential = created["included"]["client_credential"]

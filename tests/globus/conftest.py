@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import responses
-from globus_recorded import CLIENT_ID, seed_tokens
 from globus_tmp.config import Config
 from globus_tmp.globusapi import GlobusSession
+
+from globus.globus_recorded import CLIENT_ID, seed_tokens
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,33 @@
-"""Helpers of tests/globus: tokens as a login leaves them, and a login's answer."""
+"""Helpers of the tests that use Globus's recordings (``globus_sdk.testing``): a recorded
+answer by name, tokens as a login leaves them, and a login's answer."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import responses
+from globus_sdk.testing import RegisteredResponse, get_response_set
 
 CLIENT_ID = "5b9a6f6e-8bb5-4c5a-9b9e-5d6a7f1e2c3d"
 TRANSFER_RS = "transfer.api.globus.org"
 TRANSFER_SCOPE = "urn:globus:auth:scope:transfer.api.globus.org:all"
 IDENTITY_ID = "ae341a98-d274-11e5-b888-dbae3a8ba545"
+
+
+def recorded(name: Any, case: str = "default") -> RegisteredResponse:
+    """One recorded answer (status, headers, body) of a globus-sdk method (the method, or
+    its name such as ``"transfer.get_endpoint"``)."""
+    found = get_response_set(name).lookup(case)
+    assert isinstance(found, RegisteredResponse), (name, case)
+    return found
+
+
+def recorded_doc(name: Any, case: str = "default") -> Any:
+    """The JSON body of a recorded answer."""
+    return recorded(name, case).json
 
 
 def seed_tokens(user_dir: Path, expires_in: int = 3600, refresh: bool = True) -> None:
@@ -43,7 +59,6 @@ def register_login_answer(client_id: str = CLIENT_ID) -> None:
     The recordings carry no JWK and a placeholder id_token, so those two are made here."""
     import jwt
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from globus_sdk.testing import get_response_set
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
@@ -60,7 +75,7 @@ def register_login_answer(client_id: str = CLIENT_ID) -> None:
         "id_token_signing_alg_values_supported": ["RS512"],
     })  # fmt: skip
     responses.add("GET", f"{auth}/jwk.json", json={"keys": [public]})
-    recorded = get_response_set("auth.oauth2_exchange_code_for_tokens")
-    transfer = {**recorded.lookup("default").json, "refresh_token": "transfer_refresh_token"}
-    top = {**recorded.lookup("openid").json, "id_token": id_token, "other_tokens": [transfer]}
+    name = "auth.oauth2_exchange_code_for_tokens"
+    transfer = {**recorded_doc(name), "refresh_token": "transfer_refresh_token"}
+    top = {**recorded_doc(name, "openid"), "id_token": id_token, "other_tokens": [transfer]}
     responses.add("POST", f"{auth}/v2/oauth2/token", json=top)

@@ -9,17 +9,18 @@ import select
 from typing import Any
 
 import responses
-from globus_sdk.testing import get_response_set
 from globus_tmp.globusapi import GlobusSession
 from globus_tmp.progress import LiveDisplay, PlainDisplay, display_for, progress_line
 from globus_tmp.transfers import follow
+
+from globus.globus_recorded import recorded_doc
 
 TRANSFER = "https://transfer.api.globus.org/v0.10"
 
 
 def _task(**changes: Any) -> dict[str, Any]:
     """The recorded task document (``task_list``'s entry), with ``changes``."""
-    task = get_response_set("transfer.task_list").lookup("default").json["DATA"][0]
+    task = recorded_doc("transfer.task_list")["DATA"][0]
     return {**task, **changes}
 
 

@@ -14,12 +14,19 @@ from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 import responses
-from globus_recorded import TRANSFER_RS, TRANSFER_SCOPE, register_login_answer, seed_tokens
-from globus_sdk.testing import get_response_set, load_response
+from globus_sdk.testing import load_response
 from globus_sdk.token_storage import SQLiteTokenStorage
 from globus_tmp.config import Config
 from globus_tmp.globusapi import GlobusApiError, GlobusSession
 from globus_tmp.transfers import active_tasks_on, endpoint_connected, endpoint_seen
+
+from globus.globus_recorded import (
+    TRANSFER_RS,
+    TRANSFER_SCOPE,
+    recorded_doc,
+    register_login_answer,
+    seed_tokens,
+)
 
 TOKEN_URL = "https://auth.globus.org/v2/oauth2/token"
 
@@ -124,7 +131,7 @@ def test_login_asks_for_the_consent_globus_said_was_missing(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    gare = get_response_set("timer.get_job").lookup("inactive_gare").json
+    gare = recorded_doc("timer.get_job", "inactive_gare")
     scope = gare["inactive_reason"]["detail"]["authorization_parameters"]["required_scopes"][0]
     data_access = scope.rsplit("[*", 1)[1].rstrip("]")
     user_dir = tmp_path / "user"

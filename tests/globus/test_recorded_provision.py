@@ -13,19 +13,22 @@ from pathlib import Path
 
 import pytest
 import responses
-from globus_sdk.testing import get_response_set, load_response
+from globus_sdk.testing import load_response
 from globus_tmp.errors import GcpError
 from globus_tmp.gcp import GcpCommand
 from globus_tmp.globusapi import GlobusApiError, GlobusSession
 from globus_tmp.pool import EndpointPool
 from globus_tmp.provision import EndpointProvisioner
 
+from globus.globus_recorded import recorded, recorded_doc
+
 TRANSFER = "https://transfer.api.globus.org/v0.10"
 NEW_ID = "c7a8f1de-1111-4a4b-9bdf-0b58e78dfa69"
 
 
 def _error(name: str, case: str) -> tuple[int, dict[str, object]]:
-    rec = get_response_set(name).lookup(case)
+    rec = recorded(name, case)
+    assert isinstance(rec.json, dict)
     return rec.status, rec.json
 
 
@@ -47,7 +50,7 @@ def _created() -> dict[str, object]:
 
 
 def _search_answer(display_name: str, endpoint_id: str) -> dict[str, object]:
-    doc = get_response_set("transfer.get_endpoint").lookup("default").json
+    doc = recorded_doc("transfer.get_endpoint")
     found = {**doc, "id": endpoint_id, "display_name": display_name, "is_globus_connect": True}
     return {"DATA_TYPE": "endpoint_list", "DATA": [found], "has_next_page": False,
             "limit": 100, "offset": 0}  # fmt: skip
@@ -106,7 +109,7 @@ def test_a_lost_create_answer_deletes_the_half_made_endpoint_then_tries_again(
         ("DELETE", f"/v0.10/endpoint/{orphan}"),
         ("POST", "/v0.10/endpoint"),
     ]
-    assert "filter_scope=my-endpoints" in responses.calls[1].request.url
+    assert "filter_scope=my-endpoints" in str(responses.calls[1].request.url)
     sent = json.loads(responses.calls[0].request.body)  # type: ignore[arg-type]
     assert sent["DATA_TYPE"] == "endpoint" and sent["is_globus_connect"] is True
     assert any(

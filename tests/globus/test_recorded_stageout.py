@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import responses
-from globus_sdk.testing import get_response_set, load_response
+from globus_sdk.testing import load_response
 from globus_tmp.globusapi import GlobusSession
 from globus_tmp.stageout import (
     FAILED,
@@ -19,6 +19,8 @@ from globus_tmp.stageout import (
     settle,
     submit_declared,
 )
+
+from globus.globus_recorded import recorded_doc
 
 TRANSFER = "https://transfer.api.globus.org/v0.10"
 DEST = "5a8d3a0c-1f7e-4d0e-8c52-0b1b2f0f9a11"
@@ -77,7 +79,7 @@ def test_a_consent_the_destination_needs_is_kept_for_the_next_login(
 ) -> None:
     (tmp_path / "out.bin").write_bytes(b"x")
     _declare(user_dir, tmp_path / "out.bin")
-    gare = get_response_set("timer.get_job").lookup("inactive_gare").json
+    gare = recorded_doc("timer.get_job", "inactive_gare")
     params = gare["inactive_reason"]["detail"]["authorization_parameters"]
     load_response("transfer.get_submission_id")
     responses.add("POST", f"{TRANSFER}/transfer", status=403, json={
@@ -105,7 +107,7 @@ def test_settle_records_how_a_task_ended(
 ) -> None:
     store = _submitted(session, user_dir, tmp_path)
     task_id = store.records()[0].task_id
-    task = get_response_set("transfer.task_list").lookup("default").json["DATA"][0]
+    task = recorded_doc("transfer.task_list")["DATA"][0]
     responses.add("GET", f"{TRANSFER}/task/{task_id}", json={**task, "task_id": task_id})
     (outcome,) = settle(lambda: session, user_dir, "c", "n1")
     assert outcome["state"] == SUCCEEDED
@@ -118,7 +120,7 @@ def test_settle_of_a_failed_task_keeps_globus_reason(
 ) -> None:
     store = _submitted(session, user_dir, tmp_path)
     task_id = store.records()[0].task_id
-    task = get_response_set("transfer.task_list").lookup("default").json["DATA"][0]
+    task = recorded_doc("transfer.task_list")["DATA"][0]
     responses.add("GET", f"{TRANSFER}/task/{task_id}", json={
         **task, "task_id": task_id, "status": "FAILED",
         "fatal_error": {"code": "PERMISSION_DENIED", "description": "permission denied"},

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 import responses
-from globus_sdk.testing import get_last_request, get_response_set, load_response
+from globus_sdk.testing import get_last_request, load_response
 from globus_tmp.config import Config
 from globus_tmp.globusapi import GlobusApiError, GlobusSession
 from globus_tmp.transfers import (
@@ -24,24 +24,21 @@ from globus_tmp.transfers import (
     submit,
 )
 
+from globus.globus_recorded import recorded, recorded_doc
+
 TRANSFER = "https://transfer.api.globus.org/v0.10"
-
-
-def _recorded(name: str, case: str = "default") -> responses.BaseResponse:
-    """A recorded answer's body, status and headers (to serve on another route)."""
-    return get_response_set(name).lookup(case)
 
 
 def _serve(method: str, path: str, name: str, case: str) -> None:
     """A recorded error of one Transfer route answered on another (the recordings have
     no error case for every route; the status, code and body shape are Globus's)."""
-    rec = _recorded(name, case)
+    rec = recorded(name, case)
     responses.add(method, f"{TRANSFER}{path}", status=rec.status, json=rec.json)
 
 
 def _sent() -> dict[str, object]:
     request = get_last_request()
-    assert request is not None and request.body is not None
+    assert request is not None and isinstance(request.body, (str, bytes))
     doc: dict[str, object] = json.loads(request.body)
     return doc
 
@@ -108,7 +105,7 @@ def test_consent_required_says_log_in_again_and_login_will_ask_for_it(
 ) -> None:
     """Transfer's ConsentRequired (a mapped collection's data_access): the recording's
     required scope and session message, in Transfer's documented 403 shape."""
-    gare = _recorded("timer.get_job", "inactive_gare").json["inactive_reason"]["detail"]
+    gare = recorded_doc("timer.get_job", "inactive_gare")["inactive_reason"]["detail"]
     load_response("transfer.get_submission_id")
     responses.add(
         "POST",
@@ -135,7 +132,7 @@ def test_consent_required_says_log_in_again_and_login_will_ask_for_it(
 def test_follow_in_a_file_shows_globus_counts_link_and_no_carriage_return(
     session: GlobusSession,
 ) -> None:
-    task = dict(_recorded("transfer.task_list").json["DATA"][0])
+    task = dict(recorded_doc("transfer.task_list")["DATA"][0])
     task_id = task["task_id"]
     active = {**task, "status": "ACTIVE", "nice_status": "OK", "files_transferred": 0}
     for doc in (active, active, task):
@@ -150,7 +147,7 @@ def test_follow_in_a_file_shows_globus_counts_link_and_no_carriage_return(
 
 
 def test_follow_of_a_failed_task_gives_the_error_event(session: GlobusSession) -> None:
-    task = dict(_recorded("transfer.task_list").json["DATA"][0])
+    task = dict(recorded_doc("transfer.task_list")["DATA"][0])
     task_id = task["task_id"]
     responses.add("GET", f"{TRANSFER}/task/{task_id}", json={**task, "status": "FAILED"})
     responses.add(
@@ -231,7 +228,7 @@ def test_the_epilog_check_rate_limited_waits_for_retry_after(cfg: Config, user_d
 
 
 def test_the_epilog_check_with_globus_down_says_retry_later(cfg: Config, user_dir: Path) -> None:
-    rec = _recorded("timer.get_job", "simple_500_error")
+    rec = recorded("timer.get_job", "simple_500_error")
     for _ in range(2):
         responses.add("GET", f"{TRANSFER}/task_list", status=rec.status, json=rec.json)
     with pytest.raises(GlobusApiError) as info:
@@ -259,9 +256,9 @@ def test_list_reads_gcp_connected_and_tells_a_deleted_endpoint(
     endpoint_id = load_response("transfer.get_endpoint").metadata["endpoint_id"]
     # the recording is a GCSv4 host: gcp_connected is null, "Globus does not say"
     assert endpoint_connected(cfg, user_dir, endpoint_id) is None
-    rec = _recorded("transfer.get_endpoint")
+    doc = recorded_doc("transfer.get_endpoint")
     responses.replace(
-        "GET", f"{TRANSFER}/endpoint/{endpoint_id}", json={**rec.json, "gcp_connected": True}
+        "GET", f"{TRANSFER}/endpoint/{endpoint_id}", json={**doc, "gcp_connected": True}
     )
     assert endpoint_connected(cfg, user_dir, endpoint_id) is True
     _serve("GET", "/endpoint/gone", "transfer.set_subscription_id", "not_found")
@@ -280,9 +277,9 @@ def test_list_asks_every_endpoint_past_a_deleted_one(
     from globus_tmp.job import UserIdentity
 
     endpoint_id = load_response("transfer.get_endpoint").metadata["endpoint_id"]
-    rec = _recorded("transfer.get_endpoint")
+    doc = recorded_doc("transfer.get_endpoint")
     responses.replace(
-        "GET", f"{TRANSFER}/endpoint/{endpoint_id}", json={**rec.json, "gcp_connected": True}
+        "GET", f"{TRANSFER}/endpoint/{endpoint_id}", json={**doc, "gcp_connected": True}
     )
     _serve("GET", "/endpoint/gone", "transfer.set_subscription_id", "not_found")
     ctx = Context(cfg, UserIdentity.current())

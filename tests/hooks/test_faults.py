@@ -31,7 +31,7 @@ def assert_consistent(site: Site, user: str = "gtunit1", node: str = "n1") -> No
     running = {p.pid for p in gcp_processes(u.uid)}
     recorded = {instance["pid"]} if isinstance(instance, dict) else set()
     assert running <= recorded, f"orphan GCP: running {running}, recorded {recorded}"
-    held = {n for n, lease in u.registry().items() if lease["node"] == node}  # type: ignore[index]
+    held = {n for n, lease in u.registry().items() if lease["node"] == node}
     entry = {instance["endpoint_name"]} if isinstance(instance, dict) else set()
     assert held <= entry, f"leases {held} held without an instance ({entry})"
 
@@ -113,7 +113,7 @@ def test_the_next_hook_repairs_its_own_user_without_reconcile(site: Site) -> Non
     res = site.prolog("2")
     assert "interrupted start: took over the GCP" in res.stderr, res.stderr
     assert [p.pid for p in gcp_processes(user.uid)] == [spawned.pid]
-    assert sorted(site.state("gtunit1")["jobs"]) == ["1", "2"]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == ["1", "2"]
     assert_consistent(site)
     # with no job left, the spawned GCP is stopped instead
     site.epilog("1")
@@ -505,7 +505,7 @@ def test_reconcile_is_idempotent_and_concurrent_with_hooks(site: Site) -> None:
         stop.set()
         loop.join()
     for name in ("gtunit1", "gtunit2"):
-        assert len(site.state(name)["jobs"]) == 6  # type: ignore[arg-type]
+        assert len(site.state(name)["jobs"]) == 6
         assert len(gcp_processes(site.users[name].uid)) == 1
         assert_consistent(site, name)
     assert site.admin("reconcile").stdout == "reconciled 2 user(s), 0 repair(s)\n"

@@ -39,7 +39,7 @@ def test_jobs_of_one_user_share_one_gcp(site: Site) -> None:
     assert f"export GLOBUS_TMP_ENDPOINT_ID={ids[0]}" in task.stdout.splitlines()
     assert "export GLOBUS_TMP_PATHS=/tmp" in task.stdout.splitlines()
     state = site.state("gtunit1")
-    assert sorted(state["jobs"]) == ["11", "12", "13"]  # type: ignore[arg-type]
+    assert sorted(state["jobs"]) == ["11", "12", "13"]
     config_paths = user.user_dir / "endpoints" / "ep1" / "lta" / "config-paths"
     assert config_paths.read_text() == "/tmp,0,1\n"
 
@@ -77,7 +77,7 @@ def test_last_epilog_stops_gcp_and_frees_the_lease(site: Site) -> None:
     user.make_pool(1)
     site.prolog("41")
     site.prolog("42")
-    assert user.registry()["ep1"]["node"] == "n1"  # type: ignore[index]
+    assert user.registry()["ep1"]["node"] == "n1"
     site.epilog("41")
     assert len(gcp_processes(user.uid)) == 1, "GCP must stay while a job remains"
     res = site.epilog("42")
@@ -87,7 +87,7 @@ def test_last_epilog_stops_gcp_and_frees_the_lease(site: Site) -> None:
     assert user.registry() == {}
     # the lease is free for another node
     assert site.prolog("43", node="n2").returncode == 0
-    assert user.registry()["ep1"]["node"] == "n2"  # type: ignore[index]
+    assert user.registry()["ep1"]["node"] == "n2"
     res = site.endpoint("gtunit1", node="n1")
     assert res.returncode == 1 and "none runs" in res.stderr
 
@@ -102,11 +102,11 @@ def test_repeated_and_missing_hook_calls_leave_state_right(site: Site) -> None:
     site.prolog("51")
     site.prolog("51")  # prolog twice for one job
     site.prolog("52")
-    assert sorted(site.state("gtunit1")["jobs"]) == ["51", "52"]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == ["51", "52"]
     assert site.hook_log().count("started GCP") == 1
     site.epilog("52")
     site.epilog("52")  # epilog twice
-    assert sorted(site.state("gtunit1")["jobs"]) == ["51"]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == ["51"]
     assert len(gcp_processes(user.uid)) == 1
     site.epilog("51")
     site.epilog("51")
@@ -123,7 +123,7 @@ def test_epilogs_in_any_order(site: Site) -> None:
     random.shuffle(jobs)
     for i, job in enumerate(jobs):
         site.epilog(job)
-        assert len(site.state("gtunit1")["jobs"]) == len(jobs) - i - 1  # type: ignore[arg-type]
+        assert len(site.state("gtunit1")["jobs"]) == len(jobs) - i - 1
         assert len(gcp_processes(user.uid)) == 1, "GCP stays while a job (or its linger) is left"
     site.wait_gcp_stopped()
 
@@ -312,7 +312,7 @@ def test_killed_gcp_is_restarted_by_the_next_prolog(site: Site) -> None:
     (second,) = gcp_processes(user.uid)
     assert second.pid != first.pid
     assert _endpoint_id(site) == before, "restarted from the same lease"
-    assert sorted(site.state("gtunit1")["jobs"]) == ["100", "101"]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == ["100", "101"]
 
 
 # 7. concurrency ------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_concurrent_prologs_and_epilogs(site: Site) -> None:
     ]
     most = _storm(site, calls)
     assert most <= 1
-    assert sorted(site.state("gtunit1")["jobs"]) == [str(j) for j in range(300, 316)]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == [str(j) for j in range(300, 316)]
     assert len(gcp_processes(user.uid)) == 1
     most = _storm(
         site,
@@ -362,7 +362,7 @@ def test_concurrent_prologs_and_epilogs(site: Site) -> None:
         + [("prolog", str(j)) for j in range(400, 416)],
     )
     assert most <= 1
-    assert sorted(site.state("gtunit1")["jobs"]) == [str(j) for j in range(400, 416)]  # type: ignore[arg-type]
+    assert sorted(site.state("gtunit1")["jobs"]) == [str(j) for j in range(400, 416)]
     assert len(gcp_processes(user.uid)) == 1
     most = _storm(site, [("epilog", str(j)) for j in range(400, 416)])
     assert most <= 1

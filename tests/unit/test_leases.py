@@ -27,7 +27,7 @@ class Nothing:
 
 def _worker(root: str, index: int, entries: int, marks: str, errors: str) -> None:
     # a file system whose flock is node-local: flock "succeeds" and excludes no one
-    fcntl.flock = lambda *args, **kwargs: None  # type: ignore[assignment]
+    fcntl.flock = lambda *args, **kwargs: None
     random.seed(index)
     pool = EndpointPool(Path(root))
     me = Holder("c1", f"n{index}", "boot")

@@ -42,7 +42,7 @@ def _prover(
         "alice",
         cluster,
         FakeSlurm(busy, down),
-        lambda endpoint_id: connected,  # type: ignore[arg-type]
+        lambda endpoint_id: connected,
     )
 
 
