@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .errors import GlobusTmpError
+from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
 from .nodestate import NodeStateStore
 from .slurmconf import SlurmSettings, job_container_bases
@@ -193,13 +193,17 @@ class Doctor:
 
 
 def _gcp_version(path: str) -> str:
-    import subprocess
+    from .commands import run_bounded
 
-    proc = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=15,
-                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    if proc.returncode != 0 or not text:
-        raise GlobusTmpError(f"exit {proc.returncode}: {' '.join(text)[:200]}")
+    res = run_bounded([path, "-version"], 15)
+    text = (res.stdout or res.stderr).strip().splitlines()
+    if res.returncode != 0 or not text:
+        raise CommandFailed(
+            f"exit {res.returncode}: {' '.join(text)[:200]}",
+            command=res.command,
+            returncode=res.returncode,
+            output=res.output[-2000:],
+        )
     return text[0][:200]
 
 

@@ -246,8 +246,10 @@ class NodeStateStore:
         try:
             lock.acquire(wait)
         except LockTimeout:
-            raise StateError(
-                f"waited {wait:.0f} s for the {kind} lock of {user} ({path})"
+            raise LockTimeout(
+                f"waited {wait:.0f} s for the {kind} lock of {user} ({path})",
+                path=str(path),
+                timeout=wait,
             ) from None
         try:
             yield

@@ -1,0 +1,124 @@
+"""run_bounded: the bound holds whatever the command and its children do."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+from globus_tmp.commands import CommandResult, run_bounded
+from globus_tmp.errors import (
+    CommandFailed,
+    CommandNotStarted,
+    CommandTimedOut,
+    GcpCommandFailed,
+    GcpError,
+    GlobusTmpError,
+)
+
+PY = sys.executable
+
+# The leader forks a grandchild; both ignore SIGTERM, the grandchild keeps the leader's
+# stdout (and stderr) open and prints its pid, and both sleep far past any bound.
+STUBBORN = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+    os._exit(0)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie of someone else's (init reaps it) counts as gone
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_output_and_status() -> None:
+    res = run_bounded([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"], 10)
+    assert res == CommandResult(res.command, 0, "out\n", "err\n")
+    assert res.ok and res.output == "out\nerr\n" and res.last_line() == "err"
+    res = run_bounded([PY, "-c", "raise SystemExit(3)"], 10)
+    assert res.returncode == 3 and not res.ok and res.last_line() == "(no output)"
+
+
+def test_check_raises_with_fields() -> None:
+    argv = [PY, "-c", "import sys; print('why', file=sys.stderr); sys.exit(4)"]
+    with pytest.raises(CommandFailed) as caught:
+        run_bounded(argv, 10, check=True)
+    exc = caught.value
+    assert (exc.command, exc.returncode, exc.output) == (argv, 4, "why\n")
+    assert exc.exit_code == 1 and "exit 4" in str(exc)
+
+
+def test_not_started() -> None:
+    with pytest.raises(CommandNotStarted) as caught:
+        run_bounded(["/nonexistent/globus-tmp-tool"], 10)
+    assert caught.value.command == ["/nonexistent/globus-tmp-tool"]
+    assert caught.value.reason == os.strerror(2)
+
+
+def test_timeout_kills_the_whole_group_even_a_grandchild_holding_the_pipe() -> None:
+    started = time.monotonic()
+    with pytest.raises(CommandTimedOut) as caught:
+        run_bounded([PY, "-c", STUBBORN], 1.0, grace=0.5)
+    took = time.monotonic() - started
+    assert took < 1.0 + 0.5 + 1.5, f"the call outlived its bound: {took:.1f} s"
+    exc = caught.value
+    assert exc.timeout == 1.0 and exc.command[:2] == [PY, "-c"]
+    grandchild = int(exc.output.split()[0])  # printed before the bound
+    deadline = time.monotonic() + 2
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(grandchild), "the grandchild that ignores SIGTERM survived"
+
+
+def test_exit_does_not_wait_for_a_grandchild_holding_the_pipe() -> None:
+    """The command itself ended: its answer counts; a leftover holding the pipe gets the
+    grace, not the whole bound."""
+    script = (
+        "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nprint('done')"
+    )
+    started = time.monotonic()
+    res = run_bounded([PY, "-c", script], 20, grace=0.5)
+    assert time.monotonic() - started < 5
+    assert res.returncode == 0 and res.stdout == "done\n"
+
+
+def test_output_is_bounded() -> None:
+    res = run_bounded(
+        [PY, "-c", "import sys; sys.stdout.write('x' * 300000)"], 10, output_limit=1000
+    )
+    assert res.returncode == 0 and res.stdout == "x" * 1000 and res.truncated
+
+
+def test_stdin_is_devnull_or_an_empty_pipe() -> None:
+    probe = "import os, stat; print(stat.S_ISFIFO(os.fstat(0).st_mode), os.read(0, 10))"
+    assert run_bounded([PY, "-c", probe], 10).stdout == "False b''\n"
+    assert run_bounded([PY, "-c", probe], 10, stdin_pipe=True).stdout == "True b''\n"
+
+
+def test_fields_survive_a_report_and_bad_ones_do_not() -> None:
+    """What crosses from a step as the user (privileges) is rebuilt from fields, and a
+    lying step cannot make root believe ill-typed ones."""
+    exc = GcpCommandFailed("'-stop' failed", command=["gcp", "-stop"], returncode=1, output="x")
+    again = GcpCommandFailed.rebuild(str(exc), exc.fields())
+    assert isinstance(again, GcpCommandFailed)
+    assert (again.command, again.returncode, again.output) == (["gcp", "-stop"], 1, "x")
+    forged = GcpCommandFailed.rebuild("forged", {"command": "rm -rf /", "returncode": "1"})
+    assert type(forged) is GcpError and str(forged) == "forged"
+    plain = CommandTimedOut.rebuild("late", {"command": ["a"], "timeout": 2})
+    assert isinstance(plain, CommandTimedOut) and plain.timeout == 2.0
+    assert type(CommandTimedOut.rebuild("late", {"command": ["a"], "timeout": True})) is (
+        GlobusTmpError
+    )
+    assert type(CommandTimedOut.rebuild("late", {})) is GlobusTmpError
