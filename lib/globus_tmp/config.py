@@ -30,11 +30,14 @@ from .errors import ConfigError
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Literal
+
+    OnFailure = Literal["continue", "fail"]
+    """What a failed Prolog exits with: 0 (the job runs without an endpoint) or 1."""
 
 CONFIG_NAME = "globus-tmp.conf"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
-ON_FAILURE_CHOICES = ("continue", "fail")
+ON_FAILURE_CHOICES: tuple[OnFailure, ...] = ("continue", "fail")
 SYSLOG_FACILITIES = ("daemon", "user", *(f"local{i}" for i in range(8)))
 CACHE_DIR = "/run/globus-tmp/.config-cache"
 _MAX_CONFIG = 1 << 20
@@ -66,7 +69,7 @@ class Config:
     """When the Transfer API cannot be asked, how long a drain keeps an idle GCP up."""
     job_grace: float = 300.0
     """A job older than this with no slurmstepd on the node is taken as gone."""
-    on_failure: str = "continue"
+    on_failure: OnFailure = "continue"
     """``continue``: the job runs without an endpoint; ``fail``: the Prolog fails."""
     log_file: str = ""
     """Node-local hook log; empty means ``<state_dir>/hooks.log``."""

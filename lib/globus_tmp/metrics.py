@@ -333,21 +333,11 @@ def _number(value: float) -> str:
 def node_gauges(store: NodeStateStore) -> dict[str, Any]:
     """What the node runs now: the node view ``globus-tmp-admin status`` prints
     (:mod:`globus_tmp.nodeview`: node state read without locks, pids checked in /proc)."""
-    from .nodestate import (
-        PHASE_DRAINING,
-        PHASE_FAILED,
-        PHASE_IDLE,
-        PHASE_RUNNING,
-        PHASE_STARTING,
-        PHASE_STOPPING,
-    )
+    from .nodestate import Phase
     from .nodeview import node_view
 
     view = node_view(store, "")
-    phases = dict.fromkeys(
-        (PHASE_IDLE, PHASE_STARTING, PHASE_RUNNING, PHASE_DRAINING, PHASE_STOPPING, PHASE_FAILED),
-        0,
-    )
+    phases = dict.fromkeys((p.value for p in Phase), 0)
     for user in view.users:
         phases[user.phase] = phases.get(user.phase, 0) + 1
     totals = view.totals

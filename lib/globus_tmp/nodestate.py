@@ -16,6 +16,7 @@ Layout under ``state_dir`` (root-owned, 0755, node-local: a reboot clears it):
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import stat
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .boundedio import STATE, read_text_bounded
-from .errors import StateError
+from .errors import IllegalTransition, StateError
 from .locks import FlockFile, LockTimeout
 from .process import ProcessRef
 
@@ -35,12 +36,62 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 1
 
-PHASE_IDLE = "idle"  # no GCP, none needed or the last one stopped
-PHASE_STARTING = "starting"
-PHASE_RUNNING = "running"
-PHASE_DRAINING = "draining"  # no job left, a transfer keeps GCP up
-PHASE_STOPPING = "stopping"
-PHASE_FAILED = "failed"  # the last start failed; ``error`` says why
+
+class Phase(str, enum.Enum):
+    """Where a user's GCP on this node is in its life. The values are what the state
+    file says (unchanged since version 1); ``str`` so they compare, print and serialise
+    as those words."""
+
+    IDLE = "idle"
+    """No GCP: none needed yet, or the last one stopped."""
+    STARTING = "starting"
+    """A start is under way (or was interrupted: nobody holds the gcp lock)."""
+    RUNNING = "running"
+    DRAINING = "draining"
+    """No job left; a transfer keeps GCP up until it ends or ``linger_max``."""
+    STOPPING = "stopping"
+    """A stop is under way (or was interrupted)."""
+    FAILED = "failed"
+    """The last start failed, or GCP died under running jobs; ``error`` says why."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+PHASE_IDLE = Phase.IDLE
+PHASE_STARTING = Phase.STARTING
+PHASE_RUNNING = Phase.RUNNING
+PHASE_DRAINING = Phase.DRAINING
+PHASE_STOPPING = Phase.STOPPING
+PHASE_FAILED = Phase.FAILED
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    # a start: the next Prolog (IDLE, FAILED), or a reconcile adopting an unrecorded
+    # GCP for running jobs (IDLE/FAILED -> RUNNING); a repair finding jobs without GCP
+    Phase.IDLE: frozenset({Phase.STARTING, Phase.RUNNING, Phase.FAILED}),
+    # it ends: started or adopted, failed, or (a repair) abandoned with no job left
+    Phase.STARTING: frozenset({Phase.RUNNING, Phase.FAILED, Phase.IDLE}),
+    # the last job left (drain or stop), GCP died (FAILED; IDLE when no job is left)
+    Phase.RUNNING: frozenset({Phase.DRAINING, Phase.STOPPING, Phase.IDLE, Phase.FAILED}),
+    # a job joined (or the drain died: checked again as RUNNING), or as RUNNING
+    Phase.DRAINING: frozenset({Phase.RUNNING, Phase.STOPPING, Phase.IDLE, Phase.FAILED}),
+    # stopped; or a repair finishing it, which may adopt an interrupted start's GCP
+    Phase.STOPPING: frozenset({Phase.IDLE, Phase.FAILED, Phase.RUNNING}),
+    # the next Prolog starts again; a stop (the failed drain's) or repair cleans up
+    Phase.FAILED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.IDLE}),
+}
+"""The phase changes the code makes, from -> to; staying in a phase is always allowed.
+:meth:`NodeStateStore.write` refuses any other (:class:`IllegalTransition`)."""
+
+
+def check_transition(old: Phase, new: Phase) -> None:
+    """Raise :class:`IllegalTransition` unless ``old`` may become ``new``."""
+    if old is not new and new not in TRANSITIONS[old]:
+        raise IllegalTransition(
+            f"node state cannot go from {old} to {new} (a bug in globus-tmp; nothing was written)",
+            from_phase=old.value,
+            to_phase=new.value,
+        )
 
 
 @dataclass
@@ -99,7 +150,7 @@ class UserNodeState:
     uid: int
     jobs: dict[str, float] = field(default_factory=dict)
     """Job id -> when its prolog (or first sighting) added it."""
-    phase: str = PHASE_IDLE
+    phase: Phase = Phase.IDLE
     instance: Optional[GcpInstance] = None
     error: Optional[str] = None
     error_at: Optional[float] = None
@@ -121,6 +172,10 @@ class UserNodeState:
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
+    written_phase: Optional[Phase] = field(default=None, compare=False, repr=False)
+    """The phase the state file has (as read, or as last written; a missing file is
+    IDLE): where a write's transition starts from. None for a state built in memory,
+    not read (a test's or a tool's prepared state). Not part of the document."""
 
     @property
     def drain(self) -> ProcessRef | None:
@@ -143,13 +198,15 @@ class UserNodeState:
         return None
 
     def fail(self, message: str) -> None:
-        self.phase = PHASE_FAILED
+        self.phase = Phase.FAILED
         self.error = message
         self.error_at = time.time()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         del data["recovered_from"]  # about this read, not part of the state
+        del data["written_phase"]
+        data["phase"] = Phase(self.phase).value
         data["version"] = STATE_VERSION
         return data
 
@@ -160,12 +217,15 @@ class UserNodeState:
         data = dict(data)
         data.pop("version")
         data.pop("recovered_from", None)
+        data.pop("written_phase", None)
+        data["phase"] = Phase(data.get("phase", Phase.IDLE.value))  # ValueError: unknown
         inst = data.pop("instance", None)
         starting = data.pop("starting", None)
         jobs = data.pop("jobs", {})
         if not isinstance(jobs, dict):
             raise ValueError("'jobs' is not a mapping")
         state = cls(**data)
+        state.written_phase = state.phase
         state.jobs = {str(k): float(v) for k, v in jobs.items()}
         state.instance = GcpInstance(**inst) if inst else None
         state.starting = StartRecord(**starting) if starting else None
@@ -267,21 +327,27 @@ class NodeStateStore:
         try:
             raw = read_text_bounded(path, STATE)
         except FileNotFoundError:
-            return UserNodeState(user=user, uid=uid)
+            return UserNodeState(user=user, uid=uid, written_phase=Phase.IDLE)
         except OSError as exc:
             raw = f"<{exc}>"
         try:
             state = UserNodeState.from_json(json.loads(raw))
         except (ValueError, TypeError) as exc:
-            fresh = UserNodeState(user=user, uid=uid)
+            fresh = UserNodeState(user=user, uid=uid, written_phase=Phase.IDLE)
             fresh.recovered_from = f"state file {path} was unreadable ({exc}); started afresh"
             return fresh
         state.recovered_from = None
         return state
 
     def write(self, state: UserNodeState) -> None:
+        """Write ``state`` atomically; :class:`IllegalTransition` (nothing written) when
+        its phase cannot follow the one it was read with."""
+        state.phase = Phase(state.phase)  # a plain word assigned by a caller is checked too
+        if state.written_phase is not None:
+            check_transition(state.written_phase, state.phase)
         state.updated = time.time()
         write_atomic(self.path(state.user), json.dumps(state.to_json(), indent=1), 0o644)
+        state.written_phase = state.phase
 
 
 def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:

@@ -26,7 +26,7 @@ import time
 from .errors import GlobusTmpError
 from .job import UserIdentity
 from .lifecycle import NodeLifecycle, needs_repair
-from .nodestate import PHASE_DRAINING, PHASE_RUNNING
+from .nodestate import Phase
 
 _DRAIN_OVERRUN = 30.0  # past its own backstop (drain_until + stop_grace + 10 s): hung
 
@@ -82,7 +82,7 @@ class NodeReconciler:
         elif state.live_instance() is None and not drain_alive:
             notes += lc.free_unserved_private_tmp(user)
             notes += self._cgroup_leftovers(user)
-        elif state.phase == PHASE_DRAINING and drain is not None and drain_alive:
+        elif state.phase == Phase.DRAINING and drain is not None and drain_alive:
             until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
             if time.time() > until:
                 drain.kill_tree()
@@ -129,7 +129,7 @@ class NodeReconciler:
                         state = store.read(user.name, user.uid)
                         state.instance, state.phase, state.error = (
                             started.instance,
-                            PHASE_RUNNING,
+                            Phase.RUNNING,
                             None,
                         )
                         store.write(state)
