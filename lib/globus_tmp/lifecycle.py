@@ -280,7 +280,7 @@ class NodeLifecycle:
         and give back the lease it took (the step does too, unless it was killed)."""
         with self.store.jobs_lock(user.name, self._left()):
             record = self._read(user).starting
-        released = ""
+        released: Release | None = None
         if record is not None:
             if record.process is not None and record.process.alive():
                 record.process.kill_tree(user.uid)
@@ -291,8 +291,8 @@ class NodeLifecycle:
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.instance, state.starting = None, None
-            if record is not None and record.entry:
-                self._settle_release(state, record.entry, released)
+            if released is not None:
+                self._settle_release(state, released)
             state.fail(why)
             self.store.write(state)
 
@@ -607,7 +607,7 @@ class NodeLifecycle:
                 state = self._read(user)
                 state.instance, state.phase = None, Phase.IDLE
                 state.clear_drain()
-                self._settle_release(state, instance.endpoint_name, released)
+                self._settle_release(state, released)
                 freed = self._pop_done_holds(state, everything=True)
                 self.store.write(state)
         for export, hold in freed:
@@ -660,18 +660,20 @@ class NodeLifecycle:
         count("gcp_kills_total")
         return f"killed after {self.cfg.stop_grace:g} s grace"
 
-    def _release(self, user: UserIdentity, name: str) -> str:
-        """Give a lease back as the user; a note saying how it went (never raises)."""
+    def _release(self, user: UserIdentity, name: str) -> Release:
+        """Give a lease back as the user; how it went (never raises)."""
         try:
             self.actions_for(user).release(name, self._step())
         except GlobusTmpError as exc:
             self.log.error(f"lease {name} not released ({exc}); the next repair retries")
-            return f"lease {name} NOT released yet"
-        return f"lease {name} released"
+            return Release(name, False)
+        return Release(name, True)
 
     @staticmethod
-    def _settle_release(state: UserNodeState, name: str, note: str) -> None:
-        if note.endswith(" released"):
+    def _settle_release(state: UserNodeState, release: Release) -> None:
+        """Record in ``state`` whether the lease still has to be given back."""
+        name = release.name
+        if release.done:
             state.release_pending = [n for n in state.release_pending if n != name]
         elif name not in state.release_pending:
             state.release_pending.append(name)
@@ -742,7 +744,7 @@ class NodeLifecycle:
         if drain_dead:
             notes.append("its drain had died; the transfer check is done again")
         results = {n: self._release(user, n) for n in dict.fromkeys(release + pending) if n}
-        notes.extend(results.values())
+        notes.extend(str(r) for r in results.values())
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.starting = None
@@ -751,8 +753,8 @@ class NodeLifecycle:
                 instance = adopted
             if instance is None:
                 state.instance = None
-            for name, note in results.items():
-                self._settle_release(state, name, note)
+            for result in results.values():
+                self._settle_release(state, result)
             if dead_kept:
                 state.clear_drain()
                 state.fail(
@@ -845,6 +847,20 @@ class NodeLifecycle:
                 break
             time.sleep(max(min(self.cfg.linger_poll_seconds, until - time.time()), 0.1))
         return self.stop_if_unused(user, why)
+
+
+class Release:
+    """How giving a lease back went: ``done``, or left for the next repair. Its text is
+    the note for the log line (a plain class: this module is on the join path)."""
+
+    __slots__ = ("done", "name")
+
+    def __init__(self, name: str, done: bool) -> None:
+        self.name = name
+        self.done = done
+
+    def __str__(self) -> str:
+        return f"lease {self.name} {'released' if self.done else 'NOT released yet'}"
 
 
 def _recorded_entry(state: UserNodeState) -> str:

@@ -145,7 +145,7 @@ class NodeReconciler:
                     killed += lc.cgroups.cleanup(user.name, user.uid)
                 note = f"stopped unrecorded GCP pid {ref.pid} of {config_dir.name} ({killed} proc)"
                 if live is None or live.endpoint_name != config_dir.name:
-                    note += "; " + lc._release(user, config_dir.name)
+                    note += f"; {lc._release(user, config_dir.name)}"
                 notes.append(note)
         for note in notes:
             lc.log.info(f"repair: {note}")
