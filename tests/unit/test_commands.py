@@ -9,6 +9,7 @@ import time
 import pytest
 from globus_tmp.commands import CommandResult, run_bounded
 from globus_tmp.errors import (
+    CommandError,
     CommandFailed,
     CommandNotStarted,
     CommandTimedOut,
@@ -16,6 +17,8 @@ from globus_tmp.errors import (
     GcpError,
     GlobusTmpError,
 )
+from globus_tmp.job import UserIdentity
+from globus_tmp.privileges import run_as
 
 PY = sys.executable
 
@@ -36,11 +39,11 @@ time.sleep(120)
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except (ProcessLookupError, FileNotFoundError):
         return True
-    # a zombie of someone else's (init reaps it) counts as gone
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie init has yet to reap
 
 
 def test_output_and_status() -> None:
@@ -122,3 +125,20 @@ def test_fields_survive_a_report_and_bad_ones_do_not() -> None:
         GlobusTmpError
     )
     assert type(CommandTimedOut.rebuild("late", {})) is GlobusTmpError
+
+
+def _exit_5() -> None:
+    run_bounded(["/bin/sh", "-c", "echo no >&2; exit 5"], 10, check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run_as forks and drops to nobody")
+def test_a_steps_error_keeps_its_fields_across_the_fork() -> None:
+    with pytest.raises(CommandFailed) as caught:
+        run_as(UserIdentity.from_name("nobody"), 20, _exit_5)
+    exc = caught.value
+    assert isinstance(exc, CommandError)
+    assert (exc.command, exc.returncode, exc.output) == (
+        ["/bin/sh", "-c", "echo no >&2; exit 5"],
+        5,
+        "no\n",
+    )
