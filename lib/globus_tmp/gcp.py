@@ -100,13 +100,15 @@ class GcpCommand:
         except CommandTimedOut as exc:
             raise GcpCommandTimedOut(
                 f"'globusconnectpersonal {_shown(args)}' gave no answer in {wait:.0f} s",
-                command=exc.command,
+                command=_hide_key(exc.command),
                 timeout=exc.timeout,
                 output=exc.output,
             ) from None
         except CommandNotStarted as exc:
             raise GcpNotStarted(
-                f"cannot run {self.gcp_path}: {exc.reason}", command=exc.command, reason=exc.reason
+                f"cannot run {self.gcp_path}: {exc.reason}",
+                command=_hide_key(exc.command),
+                reason=exc.reason,
             ) from None
 
     def _failed(self, what: str, res: CommandResult) -> GcpCommandFailed:
