@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from globus_tmp.commands import CommandResult, run_bounded
@@ -14,9 +15,11 @@ from globus_tmp.errors import (
     CommandNotStarted,
     CommandTimedOut,
     GcpCommandFailed,
+    GcpCommandTimedOut,
     GcpError,
     GlobusTmpError,
 )
+from globus_tmp.gcp import NOT_RUNNING, GcpCommand
 from globus_tmp.job import UserIdentity
 from globus_tmp.privileges import run_as
 
@@ -142,3 +145,28 @@ def test_a_steps_error_keeps_its_fields_across_the_fork() -> None:
         5,
         "no\n",
     )
+
+
+def _launcher(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "globusconnectpersonal"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_gcp_calls_raise_gcp_errors_with_fields(tmp_path: Path) -> None:
+    not_running = _launcher(tmp_path, f'echo "{NOT_RUNNING} to Globus Online Service"; exit 1')
+    assert GcpCommand(not_running).status() is None
+    assert GcpCommand(not_running).request_stop() is False
+    broken = _launcher(tmp_path, "echo 'it broke' >&2; exit 2")
+    with pytest.raises(GcpCommandFailed) as failed:
+        GcpCommand(broken).status()
+    assert failed.value.returncode == 2 and failed.value.command == [broken, "-status"]
+    assert str(failed.value) == "'-status' failed (exit 2): it broke"
+    with pytest.raises(GcpCommandFailed) as setup:
+        GcpCommand(broken).setup("SECRET-KEY", tmp_path / "cfg")
+    assert "SECRET-KEY" not in setup.value.command and "***" in setup.value.command
+    hung = _launcher(tmp_path, "sleep 60")
+    with pytest.raises(GcpCommandTimedOut) as late:
+        GcpCommand(hung, call_timeout=0.5).status()
+    assert isinstance(late.value, GcpError) and late.value.timeout == 0.5
