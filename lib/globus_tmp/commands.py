@@ -116,35 +116,42 @@ def run_bounded(
     kept = {out_fd: bytearray(), err_fd: bytearray()}
     truncated = timed_out = False
     exited_at: float | None = None
-    with selectors.DefaultSelector() as sel:
-        for fd in kept:
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-        while True:
-            now = time.monotonic()
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if not sel.get_map():  # end-of-file on both: the exit is due
-                if exited_at is None:
-                    timed_out = not _wait(proc, deadline - now)
-                break
-            # once it has exited, whoever still holds its pipes gets ``grace``, no more
-            stop = deadline if exited_at is None else min(deadline, exited_at + grace)
-            if now >= stop:
-                timed_out = exited_at is None
-                break
-            for key, _ in sel.select(min(stop - now, 0.1)):
-                fd = int(key.fd)
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(fd)
-                    continue
-                room = max(output_limit - len(kept[fd]), 0)
-                truncated = truncated or len(chunk) > room
-                kept[fd] += chunk[:room]
+    try:
+        with selectors.DefaultSelector() as sel:
+            for fd in kept:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ)
+            while True:
+                now = time.monotonic()
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if not sel.get_map():  # end-of-file on both: the exit is due
+                    if exited_at is None:
+                        timed_out = not _wait(proc, deadline - now)
+                    break
+                # once it has exited, whoever still holds its pipes gets ``grace``, no more
+                stop = deadline if exited_at is None else min(deadline, exited_at + grace)
+                if now >= stop:
+                    timed_out = exited_at is None
+                    break
+                for key, _ in sel.select(min(stop - now, 0.1)):
+                    fd = int(key.fd)
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        sel.unregister(fd)
+                        continue
+                    room = max(output_limit - len(kept[fd]), 0)
+                    truncated = truncated or len(chunk) > room
+                    kept[fd] += chunk[:room]
+    except BaseException:  # SIGALRM's HookTimeout, Ctrl-C: leave nothing behind
+        _signal_group(proc.pid, signal.SIGKILL)
+        _wait(proc, 1.0)
+        proc.stdout.close()
+        proc.stderr.close()
+        raise
     if timed_out:
         _kill_group(proc, grace)
     proc.stdout.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 pid = os.fork()
 if pid == 0:
     print(os.getpid(), flush=True)
+    if len(sys.argv) > 1:
+        open(sys.argv[1], "w").write(str(os.getpid()))
     time.sleep(120)
     os._exit(0)
 time.sleep(120)
@@ -86,6 +89,31 @@ def test_timeout_kills_the_whole_group_even_a_grandchild_holding_the_pipe() -> N
     while not _gone(grandchild) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _gone(grandchild), "the grandchild that ignores SIGTERM survived"
+
+
+def test_an_exception_during_the_wait_leaves_nothing_running(tmp_path: Path) -> None:
+    """The hook's SIGALRM backstop (or Ctrl-C) ends the wait: the group dies with it."""
+
+    class Alarm(Exception):
+        pass
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise Alarm
+
+    pid_file = tmp_path / "pid"
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(Alarm):
+            run_bounded([PY, "-c", STUBBORN, str(pid_file)], 30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 2
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(grandchild)
 
 
 def test_exit_does_not_wait_for_a_grandchild_holding_the_pipe() -> None:
