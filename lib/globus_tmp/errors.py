@@ -156,6 +156,13 @@ class CommandError(GlobusTmpError):
     def fields(self) -> dict[str, Any]:
         return {"command": self.command, "output": self.output}
 
+    @classmethod
+    def rebuild(cls, message: str, fields: Mapping[str, Any]) -> GlobusTmpError:
+        common = cls._common(fields)
+        if common is None:
+            return _without_fields(cls, message)
+        return cls(message, command=common[0], output=common[1])
+
     @staticmethod
     def _common(fields: Mapping[str, Any]) -> tuple[list[str], str] | None:
         command, output = fields.get("command"), fields.get("output", "")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from globus_tmp import errors
 from globus_tmp.commands import CommandResult, run_bounded
 from globus_tmp.errors import (
     CommandError,
@@ -198,3 +199,16 @@ def test_gcp_calls_raise_gcp_errors_with_fields(tmp_path: Path) -> None:
     with pytest.raises(GcpCommandTimedOut) as late:
         GcpCommand(hung, call_timeout=0.5).status()
     assert isinstance(late.value, GcpError) and late.value.timeout == 0.5
+
+
+@pytest.mark.parametrize("fields", [{}, {"command": 1, "returncode": [], "timeout": "x"}])
+def test_every_error_kind_can_be_rebuilt_from_any_report(fields: dict[str, object]) -> None:
+    """A step may name any class of the allow-list with any fields: root always gets
+    an error of that family, never a crash."""
+    kinds = [c for c in vars(errors).values() if isinstance(c, type)]
+    kinds = [c for c in kinds if issubclass(c, GlobusTmpError)]
+    assert len(kinds) > 15
+    for kind in kinds:
+        rebuilt = kind.rebuild("said", fields)
+        assert isinstance(rebuilt, GlobusTmpError) and str(rebuilt) == "said"
+        assert isinstance(rebuilt, kind) or kind.__init__ is not GlobusTmpError.__init__
