@@ -12,8 +12,9 @@ when no hook runs on the node again. ``HealthCheckProgram`` gets only
 ``SLURMD_NODENAME``: the configuration is found as the hooks find it, or at
 ``/etc/slurm/globus-tmp.conf``, or named with ``--config``.
 
-Exit codes: 0 done (reconcile: repairs or none; failures are logged, never fatal),
-1 refused or failed (stop), 2 usage, 3 configuration; doctor: 0 OK, 1 WARN, 2 FAIL.
+Exit codes (docs/ADMIN.md, "Exit codes"): 0 done (reconcile: repairs or none; failures
+are logged, never fatal), 1 refused or failed (stop), 2 usage, 3 configuration;
+doctor: 0 OK, 1 WARN, 2 FAIL.
 
 ``globus-tmp-healthcheck`` is the ``HealthCheckProgram`` wrapper: it runs the site's own
 health check first (``chain_health_check``; its exit code is the verdict Slurm sees),
@@ -32,7 +33,7 @@ import time
 from . import __version__
 from .config import Config, load_config
 from .drain import launch_detached
-from .errors import ConfigError, GlobusTmpError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, GlobusTmpError
 from .hooklog import HookLog, escape_control
 from .hookrunner import alarm_backstop, log_failure
 from .job import UserIdentity, node_name
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     log = HookLog("reconcile" if args.command == "reconcile" else "admin")
     if os.geteuid() != 0 and args.command != "status":
         log.error(f"{args.command}: run as root: it acts for every user of the node")
-        return 2
+        return EXIT_USAGE
     try:
         cfg = load_config()
     except ConfigError as exc:
         log.error(str(exc))
-        return 3
+        return exc.exit_code
     node = args.node or node_name(os.environ)
     log.bind(node=node)
     if args.command == "status" and args.nodes:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             _reconcile(cfg, node, args.user, log)
     except Exception as exc:
         log_failure(log, exc)
-    return 0
+    return EXIT_OK
 
 
 def _status(cfg: Config, node: str, only: str | None, as_json: bool, oneline: bool) -> int:
@@ -123,7 +124,7 @@ def _status(cfg: Config, node: str, only: str | None, as_json: bool, oneline: bo
         print(json.dumps(view.as_json(), indent=None if oneline else 2))
     else:
         print("\n".join(escape_control(line) for line in view.lines()))
-    return 0
+    return EXIT_OK
 
 
 def _doctor(cfg: Config, node: str, user: str | None) -> int:
@@ -143,13 +144,13 @@ def _stop(cfg: Config, node: str, log: HookLog, user: str | None, only_drain: bo
     store.ensure()
     log.configure(cfg.log_file_for(node), cfg.syslog_facility)
     lifecycle = NodeLifecycle(cfg, node, store, log, time.monotonic() + cfg.hook_timeout)
-    rc = 0
+    rc = EXIT_OK
     for name in [user] if user else store.users():
         try:
             note = lifecycle.stop_for_admin(UserIdentity.from_name(name), only_drain)
         except GlobusTmpError as exc:
             log.error(f"{name}: refused: {exc}")
-            rc = 1
+            rc = max(rc, exc.exit_code)
             continue
         log.info(f"{name}: {note}")
     return rc
@@ -190,8 +191,8 @@ def healthcheck_main() -> int:
         cfg = load_config()
     except ConfigError as exc:
         log.error(str(exc))
-        return 0
-    verdict = 0
+        return EXIT_OK  # never fail the node's health check for our own sake
+    verdict = EXIT_OK
     if cfg.chain_health_check:
         try:
             verdict = subprocess.run(
@@ -199,7 +200,7 @@ def healthcheck_main() -> int:
             ).returncode
         except OSError as exc:
             log.error(f"chain_health_check {cfg.chain_health_check}: {exc.strerror}")
-            verdict = 1
+            verdict = EXIT_FAILED
     try:
         launch_detached([sys.executable, "-m", "globus_tmp.admin", "reconcile"], {})
     except OSError as exc:

@@ -38,13 +38,14 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .commands import CommandResult, run_bounded
 from .config import Config
+from .errors import CommandError
 from .process import ProcessRef, proc_uid
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
@@ -56,14 +57,9 @@ _MIN_QUOTA_US = 1_000  # the kernel refuses a smaller quota
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _MOVE_ROUNDS = 5
 
-Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
-
-
-def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+Runner = Callable[[Sequence[str], float], CommandResult]
+"""Runs ``busctl`` with a bound: :func:`~globus_tmp.commands.run_bounded`, or a test's
+stand-in for a machine without systemd."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +143,7 @@ class CgroupTree:
         if systemd is None:
             systemd = os.path.isdir("/run/systemd/system") and shutil.which("busctl") is not None
         self.systemd = systemd
-        self.runner: Runner = runner or _run
+        self.runner: Runner = runner or run_bounded
         self.timeout = timeout
         self._layout: tuple[str, list[Path]] | str | None = None
 
@@ -360,18 +356,22 @@ class CgroupTree:
         argv += [scope, "fail", str(len(props)), *(w for p in props for w in p), "0"]
         try:
             res = self.runner(argv, self.timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return Placement(0, "", f"busctl StartTransientUnit {scope}: {exc}")
-        if res.returncode == 0:
-            return Placement(len(pids), f"{slice_}/{scope}", None)
-        said = (res.stderr or res.stdout).strip().splitlines()
-        if said and "exists" in said[-1]:  # a scope left by a start that died: join it
-            attach = ["busctl", "call", *manager, "AttachProcessesToUnit", "ssau", scope, "/"]
-            res = self.runner([*attach, str(len(pids)), *pids], self.timeout)
             if res.returncode == 0:
                 return Placement(len(pids), f"{slice_}/{scope}", None)
-            said = (res.stderr or res.stdout).strip().splitlines()
-        why = said[-1] if said else f"exit {res.returncode}"
+            # a scope left by a start that died: join it. Whether it exists is asked
+            # (GetUnit), not read from busctl's message.
+            refused = res
+            get_unit = ["busctl", "call", *manager, "GetUnit", "s", scope]
+            if self.runner(get_unit, self.timeout).returncode == 0:
+                attach = ["busctl", "call", *manager, "AttachProcessesToUnit", "ssau", scope, "/"]
+                res = self.runner([*attach, str(len(pids)), *pids], self.timeout)
+                if res.returncode == 0:
+                    return Placement(len(pids), f"{slice_}/{scope}", None)
+                refused = res
+        except CommandError as exc:
+            return Placement(0, "", f"busctl StartTransientUnit {scope}: {exc}")
+        said = refused.last_line() if (refused.stderr or refused.stdout).strip() else ""
+        why = said or f"exit {refused.returncode}"
         return Placement(0, "", f"systemd refused scope {scope}: {why}")
 
     # -- finding, killing, removing ------------------------------------------------

@@ -13,9 +13,11 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from .commands import run_bounded
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 PROG = "globus-tmp-admin"
 _TIMEOUT = 120.0
+_OUTPUT_LIMIT = 64 << 20  # one JSON line per node, of thousands of nodes
 
 
 def cluster_status(
@@ -36,7 +39,7 @@ def cluster_status(
             "or the clustershell package)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     remote = [str(Path(sys.argv[0]).resolve()) if sys.argv[0] else PROG]
     if config:
         remote += ["--config", config]
@@ -46,18 +49,16 @@ def cluster_status(
         remote += ["--node", "%h"]
     remote += ["status", "--oneline", *(["--user", user] if user else [])]
     try:
-        done = subprocess.run(
-            argv + remote, capture_output=True, text=True, timeout=_TIMEOUT + 30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = run_bounded(argv + remote, _TIMEOUT + 30, output_limit=_OUTPUT_LIMIT)
+    except CommandError as exc:
         print(f"{PROG}: clush failed: {exc}", file=sys.stderr)
-        return 2
-    views, problems = parse_clush(done.stdout + done.stderr)
+        return EXIT_USAGE
+    views, problems = parse_clush(done.output)
     if as_json:
         print(json.dumps({"nodes": views, "unanswered": problems}, indent=2))
     else:
         print("\n".join(table(views, problems)))
-    return 0 if views and not problems else 1
+    return EXIT_OK if views and not problems else EXIT_FAILED
 
 
 def parse_clush(output: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -14,9 +14,10 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import Config
-from .errors import GlobusTmpError
+from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
 from .nodestate import NodeStateStore
 from .slurmconf import SlurmSettings, job_container_bases
@@ -176,11 +177,12 @@ class Doctor:
 
         where = self.cfg.user_dir_for(self.user.home)
         try:
-            verdict = str(run_as(self.user, 30, _try_link, str(where)))
+            verdict = run_as(self.user, 30, _try_link, str(where))
         except GlobusTmpError as exc:
             return Check(FAIL, "user_dir", f"{where} as {self.user.name}: {exc}")
-        level = OK if verdict.startswith("link() works") else FAIL
-        return Check(level, "user_dir", f"{where} ({self.user.name}): {verdict}")
+        works = isinstance(verdict, dict) and verdict.get("works") is True
+        detail = str(verdict.get("detail") if isinstance(verdict, dict) else verdict)
+        return Check(OK if works else FAIL, "user_dir", f"{where} ({self.user.name}): {detail}")
 
     def syslog(self) -> Check:
         try:
@@ -193,17 +195,22 @@ class Doctor:
 
 
 def _gcp_version(path: str) -> str:
-    import subprocess
+    from .commands import run_bounded
 
-    proc = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=15,
-                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    if proc.returncode != 0 or not text:
-        raise GlobusTmpError(f"exit {proc.returncode}: {' '.join(text)[:200]}")
+    res = run_bounded([path, "-version"], 15)
+    text = (res.stdout or res.stderr).strip().splitlines()
+    if res.returncode != 0 or not text:
+        raise CommandFailed(
+            f"exit {res.returncode}: {' '.join(text)[:200]}",
+            command=res.command,
+            returncode=res.returncode,
+            output=res.output[-2000:],
+        )
     return text[0][:200]
 
 
-def _try_link(where: str) -> str:
+def _try_link(where: str) -> dict[str, Any]:
+    """Whether ``link()`` works in ``where`` (as the user), and a note saying so."""
     import tempfile
 
     os.makedirs(where, mode=0o700, exist_ok=True)
@@ -214,7 +221,8 @@ def _try_link(where: str) -> str:
         os.link(first, second)
         os.unlink(second)
     except OSError as exc:
-        return f"link() fails ({exc.strerror}): leases cannot work; set user_dir elsewhere"
+        why = f"link() fails ({exc.strerror}): leases cannot work; set user_dir elsewhere"
+        return {"works": False, "detail": why}
     finally:
         os.unlink(first)
-    return "link() works"
+    return {"works": True, "detail": "link() works"}

@@ -1,11 +1,15 @@
 """Globus Connect Personal's command line: the only module that knows it.
 
-Facts this relies on (see FACTS.md): ``-start`` runs in the foreground until stopped;
+Facts this relies on (docs/GCP.md, with sources): ``-start`` runs in the foreground until stopped;
 one instance per Unix user per host, reached through ``/tmp/globusconnect_<uid>.sock``
 whatever ``-dir`` says, so ``-status`` and ``-stop`` find it without a dir; ``-status``
 waits for the next status broadcast (up to ~5 s); ``-stop`` returns before the process
 exits. GCP refuses root: every call here runs as the job user.
 Facts: docs/GCP.md#command-line (and its messages, timings, control socket, config dir).
+
+GCP has no machine-readable output: the texts matched below (:data:`NOT_RUNNING`,
+:data:`ANOTHER_RUNNING`, ``-status``'s two lines) are its documented protocol, quoted
+in docs/GCP.md#messages-and-exit-codes, and the only place where text decides anything.
 """
 
 from __future__ import annotations
@@ -21,12 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from .boundedio import read_tail
-from .errors import ControlSocketSquatted, GcpAlreadyRunning, GcpError
+from .commands import CommandResult, run_bounded
+from .errors import (
+    CommandNotStarted,
+    CommandTimedOut,
+    ControlSocketSquatted,
+    GcpAlreadyRunning,
+    GcpCommandFailed,
+    GcpCommandTimedOut,
+    GcpError,
+    GcpNotStarted,
+)
 from .privileges import report_progress, restore_limits
 from .process import ProcessRef
 
 NOT_RUNNING = "No Globus Connect Personal connected"
+"""What ``-status`` and ``-stop`` print (exit 1) when no instance runs (docs/GCP.md)."""
 ANOTHER_RUNNING = "Another Globus Connect Personal is currently running"
+"""What ``-start`` prints (exit 1) when the user's instance already runs (docs/GCP.md)."""
 CONTROL_SOCKET = "/tmp/globusconnect_{uid}.sock"
 
 __all__ = ["ControlSocket", "GcpAlreadyRunning", "GcpCommand", "GcpStatus"]
@@ -75,24 +91,34 @@ class GcpCommand:
                 "fix gcp_path in globus-tmp.conf"
             )
 
-    def _run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, timeout: float | None = None, stdin_pipe: bool = False
+    ) -> CommandResult:
         self._check_launcher()
         wait = self.call_timeout if timeout is None else timeout
         try:
-            return subprocess.run(
-                [self.gcp_path, *args],
-                capture_output=True,
-                text=True,
-                timeout=wait,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise GcpError(
-                f"'globusconnectpersonal {' '.join(args)}' gave no answer in {wait:.0f} s"
+            return run_bounded([self.gcp_path, *args], wait, stdin_pipe=stdin_pipe)
+        except CommandTimedOut as exc:
+            raise GcpCommandTimedOut(
+                f"'globusconnectpersonal {_shown(args)}' gave no answer in {wait:.0f} s",
+                command=_hide_key(exc.command),
+                timeout=exc.timeout,
+                output=exc.output,
             ) from None
-        except OSError as exc:
-            raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
+        except CommandNotStarted as exc:
+            raise GcpNotStarted(
+                f"cannot run {self.gcp_path}: {exc.reason}",
+                command=_hide_key(exc.command),
+                reason=exc.reason,
+            ) from None
+
+    def _failed(self, what: str, res: CommandResult) -> GcpCommandFailed:
+        return GcpCommandFailed(
+            f"'{what}' failed (exit {res.returncode}): {res.last_line()}",
+            command=_hide_key(res.command),
+            returncode=res.returncode,
+            output=res.output[-2000:],
+        )
 
     def status(self, timeout: float | None = None) -> GcpStatus | None:
         """The running instance's status, or None when none runs.
@@ -101,12 +127,12 @@ class GcpCommand:
         believed when the socket and the process behind it are the caller's own.
         """
         ControlSocket(os.getuid()).check_not_squatted()
-        proc = self._run("-status", timeout=timeout)
-        if proc.returncode != 0:
-            if NOT_RUNNING in proc.stdout + proc.stderr:
+        res = self._run("-status", timeout=timeout)
+        if res.returncode != 0:
+            if NOT_RUNNING in res.output:
                 return None
-            raise GcpError(f"'-status' failed (exit {proc.returncode}): {_last_line(proc)}")
-        return GcpStatus.parse(proc.stdout)
+            raise self._failed("-status", res)
+        return GcpStatus.parse(res.stdout)
 
     def setup(self, setup_key: str, config_dir: Path, timeout: float = 120.0) -> None:
         """``-setup --setup-key KEY -dir DIR``: register ``config_dir`` with its endpoint.
@@ -114,26 +140,27 @@ class GcpCommand:
         GCP's setup crashes without an open stdin, so it gets an (empty) pipe, never
         a closed descriptor.
         """
-        self._check_launcher()
-        argv = [self.gcp_path, "-setup", "--setup-key", setup_key, "-dir", str(config_dir)]
+        args = ("-setup", "--setup-key", setup_key, "-dir", str(config_dir))
         try:
-            proc = subprocess.run(
-                argv, input="", capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise GcpError(f"'-setup' gave no answer in {timeout:.0f} s") from None
-        if proc.returncode != 0 or not (config_dir / "lta" / "client-id.txt").exists():
-            raise GcpError(f"'-setup' failed (exit {proc.returncode}): {_last_line(proc)}")
+            res = self._run(*args, timeout=timeout, stdin_pipe=True)
+        except GcpCommandTimedOut:
+            raise GcpCommandTimedOut(
+                f"'-setup' gave no answer in {timeout:.0f} s",
+                command=_hide_key([self.gcp_path, *args]),
+                timeout=timeout,
+            ) from None
+        if res.returncode != 0 or not (config_dir / "lta" / "client-id.txt").exists():
+            raise self._failed("-setup", res)
 
     def request_stop(self) -> bool:
         """Ask the running instance to stop; True if one was running. Does not wait."""
         ControlSocket(os.getuid()).check_not_squatted()
-        proc = self._run("-stop")
-        if proc.returncode == 0:
+        res = self._run("-stop")
+        if res.returncode == 0:
             return True
-        if NOT_RUNNING in proc.stdout + proc.stderr:
+        if NOT_RUNNING in res.output:
             return False
-        raise GcpError(f"'-stop' failed (exit {proc.returncode}): {_last_line(proc)}")
+        raise self._failed("-stop", res)
 
     def start(self, config_dir: Path, log_path: Path, timeout: float) -> ProcessRef:
         """Start GCP detached and wait until it says ``connected``; its ProcessRef.
@@ -164,7 +191,11 @@ class GcpCommand:
                     preexec_fn=restore_limits,
                 )
             except OSError as exc:
-                raise GcpError(f"cannot run {self.gcp_path}: {exc.strerror}") from None
+                raise GcpNotStarted(
+                    f"cannot run {self.gcp_path}: {exc.strerror}",
+                    command=[self.gcp_path, "-start"],
+                    reason=exc.strerror or str(exc),
+                ) from None
         ref = ProcessRef.of(proc.pid)
         report_progress({"spawned": {"pid": ref.pid, "start_ticks": ref.start_ticks}})
         last = "no status yet"
@@ -297,9 +328,17 @@ def find_pool_instances(uid: int, endpoints_dir: str) -> list[dict[str, Any]]:
     return found
 
 
-def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = (proc.stderr or proc.stdout).strip().splitlines()
-    return lines[-1] if lines else "(no output)"
+def _shown(args: tuple[str, ...]) -> str:
+    return " ".join(_hide_key(args))
+
+
+def _hide_key(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """``argv`` with a setup key masked: errors are logged and cross to root."""
+    out = list(argv)
+    for i, word in enumerate(out[:-1]):
+        if word == "--setup-key":
+            out[i + 1] = "***"
+    return out
 
 
 def _log_tail(path: Path, offset: int, limit: int = 400) -> str:

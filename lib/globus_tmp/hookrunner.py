@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from .config import Config, load_config
-from .errors import GlobusTmpError, HookTimeout
+from .errors import EXIT_FAILED, EXIT_OK, GlobusTmpError, HookTimeout
 from .hooklog import HookLog
 from .job import JobContext
 from .lifecycle import NodeLifecycle
@@ -39,7 +39,7 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         job = JobContext.from_hook_env(os.environ)
     except GlobusTmpError as exc:
         log.error(f"{exc}; nothing done")
-        return 0
+        return EXIT_OK
     log.bind(job=job.job_id, node=job.node, user=job.user.name)
     deadline = started + cfg.hook_timeout
     try:
@@ -55,7 +55,7 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         outcome = outcome_of(exc)
     if cfg.metrics_file:
         _record_run(cfg, job.node, name, outcome)
-    return 0 if outcome == "ok" else _failure_exit(cfg, honours_on_failure)
+    return EXIT_OK if outcome == "ok" else _failure_exit(cfg, honours_on_failure)
 
 
 RENDER_EVERY = 30.0
@@ -126,4 +126,5 @@ def outcome_of(exc: BaseException) -> str:
 
 
 def _failure_exit(cfg: Config, honours_on_failure: bool) -> int:
-    return 1 if honours_on_failure and cfg.on_failure == "fail" else 0
+    """docs/ADMIN.md, "Exit codes": a hook fails open unless the site chose otherwise."""
+    return EXIT_FAILED if honours_on_failure and cfg.on_failure == "fail" else EXIT_OK

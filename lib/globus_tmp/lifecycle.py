@@ -35,18 +35,13 @@ from .failpoints import failpoint
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
 from .nodestate import (
-    PHASE_DRAINING,
-    PHASE_FAILED,
-    PHASE_IDLE,
-    PHASE_RUNNING,
-    PHASE_STARTING,
-    PHASE_STOPPING,
     GcpInstance,
     HeldTmp,
     NodeStateStore,
     StartRecord,
     UserNodeState,
 )
+from .phases import Phase
 from .process import ProcessRef
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
@@ -66,13 +61,13 @@ _STEP_TIMEOUT = 30.0  # one short step as the user (lease, release, -stop)
 
 def needs_repair(state: UserNodeState) -> bool:
     """Whether the state shows something a killed hook or drain left half done (cheap)."""
-    if state.phase in (PHASE_STARTING, PHASE_STOPPING) or state.starting is not None:
+    if state.phase in (Phase.STARTING, Phase.STOPPING) or state.starting is not None:
         return True
     if state.release_pending:
         return True
     if state.instance is not None and not state.instance.process.alive():
-        return state.phase != PHASE_FAILED or not state.jobs  # FAILED: leftovers killed
-    if state.phase == PHASE_DRAINING:
+        return state.phase != Phase.FAILED or not state.jobs  # FAILED: leftovers killed
+    if state.phase == Phase.DRAINING:
         drain = state.drain
         return drain is None or not drain.alive()
     return False
@@ -187,9 +182,9 @@ class NodeLifecycle:
             state = self._read(user)
             state.jobs.setdefault(job.job_id, time.time())
             instance = state.live_instance()
-            if instance is not None and state.phase in (PHASE_RUNNING, PHASE_DRAINING):
-                drained = state.phase == PHASE_DRAINING
-                state.phase = PHASE_RUNNING
+            if instance is not None and state.phase in (Phase.RUNNING, Phase.DRAINING):
+                drained = state.phase == Phase.DRAINING
+                state.phase = Phase.RUNNING
                 if drained:  # the drain steps aside when it sees the job; a later one starts afresh
                     state.drain_until, state.drain_tasks = None, []
                 self.store.write(state)
@@ -213,14 +208,14 @@ class NodeLifecycle:
                     return _notes(repaired, "job ended before its endpoint started; nothing to do")
                 instance = state.live_instance()
                 if instance is not None:  # started while we waited for the gcp lock
-                    state.phase = PHASE_RUNNING
+                    state.phase = Phase.RUNNING
                     self.store.write(state)
                     return _notes(
                         repaired,
                         f"joined GCP pid {instance.pid} started by another job; "
                         f"{len(state.jobs)} job(s) on node",
                     )
-                state.phase, state.instance, state.error = PHASE_STARTING, None, None
+                state.phase, state.instance, state.error = Phase.STARTING, None, None
                 state.starting = StartRecord()
                 state.clear_drain()
                 self.store.write(state)
@@ -239,7 +234,7 @@ class NodeLifecycle:
             failpoint("prolog.before_record")
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
-                state.instance, state.phase, state.error = started.instance, PHASE_RUNNING, None
+                state.instance, state.phase, state.error = started.instance, Phase.RUNNING, None
                 state.starting = None
                 self.store.write(state)
                 jobs = len(state.jobs)
@@ -285,7 +280,7 @@ class NodeLifecycle:
         and give back the lease it took (the step does too, unless it was killed)."""
         with self.store.jobs_lock(user.name, self._left()):
             record = self._read(user).starting
-        released = ""
+        released: Release | None = None
         if record is not None:
             if record.process is not None and record.process.alive():
                 record.process.kill_tree(user.uid)
@@ -296,8 +291,8 @@ class NodeLifecycle:
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.instance, state.starting = None, None
-            if record is not None and record.entry:
-                self._settle_release(state, record.entry, released)
+            if released is not None:
+                self._settle_release(state, released)
             state.fail(why)
             self.store.write(state)
 
@@ -566,7 +561,7 @@ class NodeLifecycle:
                 return f"drain pid {drain.pid} already keeps GCP up"
             until = state.drain_until or time.time() + self.cfg.linger_max
             ref = self.drains.launch(user, self.node, until)
-            state.drain, state.drain_until, state.phase = ref, until, PHASE_DRAINING
+            state.drain, state.drain_until, state.phase = ref, until, Phase.DRAINING
             state.drain_tasks = sorted(set(state.drain_tasks) | set(activity.tasks))
             self.store.write(state)
             entry = state.instance.endpoint_name if state.instance else ""
@@ -596,11 +591,11 @@ class NodeLifecycle:
                     return f"kept GCP: job(s) {','.join(sorted(state.jobs))} joined meanwhile"
                 instance = state.instance
                 if instance is None:
-                    state.phase = PHASE_IDLE
+                    state.phase = Phase.IDLE
                     state.clear_drain()
                     self.store.write(state)
                     return "no GCP to stop"
-                state.phase = PHASE_STOPPING
+                state.phase = Phase.STOPPING
                 self.store.write(state)
             failpoint("epilog.after_stopping")
             how = self._stop_process(user, instance)
@@ -610,9 +605,9 @@ class NodeLifecycle:
                 self._settle_stage_outs(user, None)
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
-                state.instance, state.phase = None, PHASE_IDLE
+                state.instance, state.phase = None, Phase.IDLE
                 state.clear_drain()
-                self._settle_release(state, instance.endpoint_name, released)
+                self._settle_release(state, released)
                 freed = self._pop_done_holds(state, everything=True)
                 self.store.write(state)
         for export, hold in freed:
@@ -665,18 +660,20 @@ class NodeLifecycle:
         count("gcp_kills_total")
         return f"killed after {self.cfg.stop_grace:g} s grace"
 
-    def _release(self, user: UserIdentity, name: str) -> str:
-        """Give a lease back as the user; a note saying how it went (never raises)."""
+    def _release(self, user: UserIdentity, name: str) -> Release:
+        """Give a lease back as the user; how it went (never raises)."""
         try:
             self.actions_for(user).release(name, self._step())
         except GlobusTmpError as exc:
             self.log.error(f"lease {name} not released ({exc}); the next repair retries")
-            return f"lease {name} NOT released yet"
-        return f"lease {name} released"
+            return Release(name, False)
+        return Release(name, True)
 
     @staticmethod
-    def _settle_release(state: UserNodeState, name: str, note: str) -> None:
-        if note.endswith(" released"):
+    def _settle_release(state: UserNodeState, release: Release) -> None:
+        """Record in ``state`` whether the lease still has to be given back."""
+        name = release.name
+        if release.done:
             state.release_pending = [n for n in state.release_pending if n != name]
         elif name not in state.release_pending:
             state.release_pending.append(name)
@@ -726,7 +723,7 @@ class NodeLifecycle:
                     release.append(record.entry)
             notes.append(what)
         if instance is not None:
-            if phase == PHASE_STOPPING:
+            if phase == Phase.STOPPING:
                 how = self._stop_process(user, instance)
                 notes.append(f"finished an interrupted stop: GCP pid {instance.pid} {how}")
                 instance = None
@@ -743,11 +740,11 @@ class NodeLifecycle:
                     instance = None
             if instance is None:
                 release.append(_recorded_entry(state))
-        drain_dead = phase == PHASE_DRAINING and (state.drain is None or not state.drain.alive())
+        drain_dead = phase == Phase.DRAINING and (state.drain is None or not state.drain.alive())
         if drain_dead:
             notes.append("its drain had died; the transfer check is done again")
         results = {n: self._release(user, n) for n in dict.fromkeys(release + pending) if n}
-        notes.extend(results.values())
+        notes.extend(str(r) for r in results.values())
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.starting = None
@@ -756,8 +753,8 @@ class NodeLifecycle:
                 instance = adopted
             if instance is None:
                 state.instance = None
-            for name, note in results.items():
-                self._settle_release(state, name, note)
+            for result in results.values():
+                self._settle_release(state, result)
             if dead_kept:
                 state.clear_drain()
                 state.fail(
@@ -767,11 +764,11 @@ class NodeLifecycle:
             elif state.instance is None:
                 state.clear_drain()
                 if not state.jobs:
-                    state.phase = PHASE_IDLE
-                elif state.phase != PHASE_FAILED:
+                    state.phase = Phase.IDLE
+                elif state.phase != Phase.FAILED:
                     state.fail("GCP is not running; the next job's Prolog restarts it")
-            elif drain_dead or state.phase in (PHASE_STARTING, PHASE_STOPPING):
-                state.phase = PHASE_RUNNING
+            elif drain_dead or state.phase in (Phase.STARTING, Phase.STOPPING):
+                state.phase = Phase.RUNNING
                 state.drain = None
             self.store.write(state)
         for note in notes:
@@ -850,6 +847,20 @@ class NodeLifecycle:
                 break
             time.sleep(max(min(self.cfg.linger_poll_seconds, until - time.time()), 0.1))
         return self.stop_if_unused(user, why)
+
+
+class Release:
+    """How giving a lease back went: ``done``, or left for the next repair. Its text is
+    the note for the log line (a plain class: this module is on the join path)."""
+
+    __slots__ = ("done", "name")
+
+    def __init__(self, name: str, done: bool) -> None:
+        self.name = name
+        self.done = done
+
+    def __str__(self) -> str:
+        return f"lease {self.name} {'released' if self.done else 'NOT released yet'}"
 
 
 def _recorded_entry(state: UserNodeState) -> str:

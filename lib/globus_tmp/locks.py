@@ -14,9 +14,9 @@ import os
 import time
 from pathlib import Path
 
+from .errors import LockTimeout
 
-class LockTimeout(Exception):
-    """The lock was still held by someone else when the timeout ran out."""
+__all__ = ["FlockFile", "LockTimeout", "append_shared"]
 
 
 class FlockFile:
@@ -39,7 +39,11 @@ class FlockFile:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise LockTimeout(str(self.path)) from None
+                    raise LockTimeout(
+                        f"waited {timeout:.0f} s for the lock {self.path}",
+                        path=str(self.path),
+                        timeout=timeout,
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 

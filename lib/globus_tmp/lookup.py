@@ -18,6 +18,7 @@ import os
 
 from .boundedio import STATE, read_text_bounded
 from .errors import GlobusTmpError
+from .phases import STATE_VERSION, Phase
 from .process import ProcessRef
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 
         def state_dir_for(self, node: str) -> str | os.PathLike[str]: ...
 
-
-# nodestate's phases and document version (tests/unit/test_lookup.py compares them)
-PHASE_STARTING = "starting"
-PHASE_STOPPING = "stopping"
-PHASE_FAILED = "failed"
-STATE_VERSION = 1
 
 _INSTANCE_KEYS = frozenset(
     {"pid", "start_ticks", "endpoint_id", "endpoint_name", "config_dir", "log_path", "since"}
@@ -65,7 +60,8 @@ _STATE_KEYS = frozenset(
         "recovered_from",
     }
 )
-"""Every key of nodestate's UserNodeState document; any other one goes to nodestate."""
+"""Every key of nodestate's UserNodeState document; any other one goes to nodestate
+(tests/unit/test_lookup.py compares them with what nodestate writes)."""
 
 
 class NoEndpoint(GlobusTmpError):
@@ -167,14 +163,14 @@ def lookup(cfg: LookupSettings, node: str, user: str, job_id: str | None = None)
             f"no globus-tmp endpoint for {user} on {node}: no job of yours has started one here "
             "(ask your admin whether globus-tmp's Prolog runs on this node)"
         )
-    if state.phase == PHASE_FAILED:
+    if state.phase == Phase.FAILED:
         raise NoEndpoint(f"no endpoint for {user} on {node}: {state.error}")
-    if state.phase == PHASE_STARTING:
+    if state.phase == Phase.STARTING:
         raise NoEndpoint(f"the endpoint of {user} on {node} is still starting; use --wait")
     instance = state.instance
     if instance is None:
         raise NoEndpoint(f"no endpoint for {user} on {node}: none runs (no job of yours needs it)")
-    if state.phase == PHASE_STOPPING:
+    if state.phase == Phase.STOPPING:
         raise NoEndpoint(f"the endpoint of {user} on {node} is stopping (your last job here ended)")
     if not ProcessRef(instance["pid"], instance["start_ticks"]).alive():
         raise NoEndpoint(

@@ -294,9 +294,9 @@ def _apply(counts: dict[str, Any], entry: dict[str, Any]) -> None:
 
 def metrics_path(cfg: Config, node: str) -> Path:
     """``metrics_file`` with ``%n`` expanded (several slurmd on one host: one file each)."""
-    from .config import _expand_percent
+    from .configkeys import expand_percent
 
-    return Path(_expand_percent(cfg.metrics_file, {"n": node}))
+    return Path(expand_percent(cfg.metrics_file, {"n": node}))
 
 
 def _replace(path: Path, text: str) -> None:
@@ -333,21 +333,11 @@ def _number(value: float) -> str:
 def node_gauges(store: NodeStateStore) -> dict[str, Any]:
     """What the node runs now: the node view ``globus-tmp-admin status`` prints
     (:mod:`globus_tmp.nodeview`: node state read without locks, pids checked in /proc)."""
-    from .nodestate import (
-        PHASE_DRAINING,
-        PHASE_FAILED,
-        PHASE_IDLE,
-        PHASE_RUNNING,
-        PHASE_STARTING,
-        PHASE_STOPPING,
-    )
     from .nodeview import node_view
+    from .phases import Phase
 
     view = node_view(store, "")
-    phases = dict.fromkeys(
-        (PHASE_IDLE, PHASE_STARTING, PHASE_RUNNING, PHASE_DRAINING, PHASE_STOPPING, PHASE_FAILED),
-        0,
-    )
+    phases = dict.fromkeys((p.value for p in Phase), 0)
     for user in view.users:
         phases[user.phase] = phases.get(user.phase, 0) + 1
     totals = view.totals

@@ -27,20 +27,16 @@ from pathlib import Path
 from .boundedio import STATE, read_text_bounded
 from .errors import StateError
 from .locks import FlockFile, LockTimeout
+from .phases import (
+    STATE_VERSION,
+    Phase,
+    check_transition,
+)
 from .process import ProcessRef
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
     from typing import Any, Optional
-
-STATE_VERSION = 1
-
-PHASE_IDLE = "idle"  # no GCP, none needed or the last one stopped
-PHASE_STARTING = "starting"
-PHASE_RUNNING = "running"
-PHASE_DRAINING = "draining"  # no job left, a transfer keeps GCP up
-PHASE_STOPPING = "stopping"
-PHASE_FAILED = "failed"  # the last start failed; ``error`` says why
 
 
 @dataclass
@@ -99,7 +95,7 @@ class UserNodeState:
     uid: int
     jobs: dict[str, float] = field(default_factory=dict)
     """Job id -> when its prolog (or first sighting) added it."""
-    phase: str = PHASE_IDLE
+    phase: Phase = Phase.IDLE
     instance: Optional[GcpInstance] = None
     error: Optional[str] = None
     error_at: Optional[float] = None
@@ -121,6 +117,10 @@ class UserNodeState:
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
+    written_phase: Optional[Phase] = field(default=None, compare=False, repr=False)
+    """The phase the state file has (as read, or as last written; a missing file is
+    IDLE): where a write's transition starts from. None for a state built in memory,
+    not read (a test's or a tool's prepared state). Not part of the document."""
 
     @property
     def drain(self) -> ProcessRef | None:
@@ -143,13 +143,15 @@ class UserNodeState:
         return None
 
     def fail(self, message: str) -> None:
-        self.phase = PHASE_FAILED
+        self.phase = Phase.FAILED
         self.error = message
         self.error_at = time.time()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         del data["recovered_from"]  # about this read, not part of the state
+        del data["written_phase"]
+        data["phase"] = Phase(self.phase).value
         data["version"] = STATE_VERSION
         return data
 
@@ -160,12 +162,15 @@ class UserNodeState:
         data = dict(data)
         data.pop("version")
         data.pop("recovered_from", None)
+        data.pop("written_phase", None)
+        data["phase"] = Phase(data.get("phase", Phase.IDLE.value))  # ValueError: unknown
         inst = data.pop("instance", None)
         starting = data.pop("starting", None)
         jobs = data.pop("jobs", {})
         if not isinstance(jobs, dict):
             raise ValueError("'jobs' is not a mapping")
         state = cls(**data)
+        state.written_phase = state.phase
         state.jobs = {str(k): float(v) for k, v in jobs.items()}
         state.instance = GcpInstance(**inst) if inst else None
         state.starting = StartRecord(**starting) if starting else None
@@ -246,8 +251,10 @@ class NodeStateStore:
         try:
             lock.acquire(wait)
         except LockTimeout:
-            raise StateError(
-                f"waited {wait:.0f} s for the {kind} lock of {user} ({path})"
+            raise LockTimeout(
+                f"waited {wait:.0f} s for the {kind} lock of {user} ({path})",
+                path=str(path),
+                timeout=wait,
             ) from None
         try:
             yield
@@ -265,21 +272,27 @@ class NodeStateStore:
         try:
             raw = read_text_bounded(path, STATE)
         except FileNotFoundError:
-            return UserNodeState(user=user, uid=uid)
+            return UserNodeState(user=user, uid=uid, written_phase=Phase.IDLE)
         except OSError as exc:
             raw = f"<{exc}>"
         try:
             state = UserNodeState.from_json(json.loads(raw))
         except (ValueError, TypeError) as exc:
-            fresh = UserNodeState(user=user, uid=uid)
+            fresh = UserNodeState(user=user, uid=uid, written_phase=Phase.IDLE)
             fresh.recovered_from = f"state file {path} was unreadable ({exc}); started afresh"
             return fresh
         state.recovered_from = None
         return state
 
     def write(self, state: UserNodeState) -> None:
+        """Write ``state`` atomically; :class:`IllegalTransition` (nothing written) when
+        its phase cannot follow the one it was read with."""
+        state.phase = Phase(state.phase)  # a plain word assigned by a caller is checked too
+        if state.written_phase is not None:
+            check_transition(state.written_phase, state.phase)
         state.updated = time.time()
         write_atomic(self.path(state.user), json.dumps(state.to_json(), indent=1), 0o644)
+        state.written_phase = state.phase
 
 
 def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:

@@ -45,7 +45,7 @@ class UserView:
     def of(cls, state: UserNodeState, now: float) -> UserView:
         view = cls(
             user=state.user,
-            phase=state.phase,
+            phase=state.phase.value,
             jobs=sorted(state.jobs, key=lambda j: (len(j), j)),
             error=state.error,
             error_at=state.error_at,

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
-from .errors import GlobusTmpError
+from .errors import EXIT_OK, EXIT_USAGE, GlobusTmpError
 from .hooklog import HookLog
 from .job import UserIdentity
 from .nodestate import HeldTmp, NodeStateStore, check_trusted_dir
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 uid_text = uid_text or str(os.lstat(source).st_uid)
     else:
         print(USAGE, file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from .config import load_config
     from .hookrunner import alarm_backstop, log_failure, outcome_of
     from .job import node_name
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         user = UserIdentity.from_uid(int(uid_text))
     except (GlobusTmpError, ValueError) as exc:
         log.error(f"privatetmp {command} job {job_id}: {exc}; nothing done")
-        return 0
+        return EXIT_OK
     log.bind(job=job_id, node=node, user=user.name)
     outcome = "ok"
     try:
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         from .metrics import record_run
 
         record_run(cfg, node, "privatetmp", outcome)
-    return 0
+    return EXIT_OK  # Slurm's job_container plugin must never fail the job for us
 
 
 def _exit(cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdentity) -> str:

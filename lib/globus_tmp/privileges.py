@@ -10,7 +10,8 @@ costs far less than a new interpreter and keeps the hot path cheap.
 Only plain data crosses back: one JSON document per line, at most ``MAX_ANSWER``
 bytes in all. A child that the user could tamper with (``ptrace`` once it is the
 user's) can then at worst lie in data root checks, never run code in root (pickle
-would). Errors cross as an allow-listed kind and a message. A step can report
+would). Errors cross as an allow-listed kind, a message and the error's fields
+(:meth:`~globus_tmp.errors.GlobusTmpError.fields`), checked again on arrival. A step can report
 progress before its result (:func:`report_progress`, e.g. "GCP started, pid N"), so
 root learns what the step did even when it has to kill the step at its bound.
 """
@@ -31,9 +32,10 @@ from .job import UserIdentity
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ParamSpec
 
     ProgressSink = Callable[[Any], None]
+    P = ParamSpec("P")
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_ANSWER = 1 << 20
@@ -89,24 +91,37 @@ def user_environment(user: UserIdentity, inherited: Mapping[str, str]) -> dict[s
 
 
 def run_as(
-    user: UserIdentity,
-    timeout: float,
-    fn: Callable[..., Any],
-    *args: Any,
-    on_progress: ProgressSink | None = None,
+    user: UserIdentity, timeout: float, fn: Callable[P, Any], *args: P.args, **kwargs: P.kwargs
 ) -> Any:
-    """Run ``fn(*args)`` as ``user``; its JSON result (or its error, raised here).
+    """Run ``fn(*args, **kwargs)`` as ``user``; its JSON result (or its error, raised here).
 
     When the caller already is ``user`` (the CLI, the TaskProlog) the function runs in
     this process. As root it runs in a forked child that drops privileges for good;
     the child is killed if it has not answered within ``timeout`` seconds.
+
+    The arguments are checked against ``fn``'s signature; the result is ``Any``
+    because it is ``fn``'s result after a JSON round trip (a tuple comes back a list),
+    which the caller must check like any data from the user's side.
     """
+    return run_as_reporting(user, timeout, None, fn, *args, **kwargs)
+
+
+def run_as_reporting(
+    user: UserIdentity,
+    timeout: float,
+    on_progress: ProgressSink | None,
+    fn: Callable[P, Any],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Any:
+    """:func:`run_as`, passing what the step tells with :func:`report_progress` to
+    ``on_progress`` as it comes (root learns it even if the step is then killed)."""
     global _progress
     euid = os.geteuid()
     if euid == user.uid:
         previous, _progress = _progress, on_progress
         try:
-            return json.loads(json.dumps(fn(*args)))  # the same contract as across a fork
+            return json.loads(json.dumps(fn(*args, **kwargs)))  # the contract of a fork
         finally:
             _progress = previous
     if euid != 0:
@@ -115,7 +130,7 @@ def run_as(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child; its effects are tested
         os.close(read_fd)
-        _child(user, write_fd, fn, args)
+        _child(user, write_fd, lambda: fn(*args, **kwargs))
     os.close(write_fd)
     what = f"step as {user.name} ({getattr(fn, '__name__', 'fn')})"
     try:
@@ -176,16 +191,18 @@ _ERROR_KINDS: dict[str, type[GlobusTmpError]] = {
 
 
 def _error_from(doc: Any, what: str) -> GlobusTmpError:
-    """The error a child reported: an allow-listed class with the child's message."""
+    """The error a child reported: an allow-listed class with the child's message and
+    whichever of its fields are well-typed."""
     if not isinstance(doc, dict):
         return PrivilegeError(f"{what} sent an unreadable answer")
     cls = _ERROR_KINDS.get(str(doc.get("kind")), PrivilegeError)
-    return cls(str(doc.get("message", ""))[:2000])
+    fields = doc.get("fields")
+    return cls.rebuild(
+        str(doc.get("message", ""))[:2000], fields if isinstance(fields, dict) else {}
+    )
 
 
-def _child(
-    user: UserIdentity, write_fd: int, fn: Callable[..., Any], args: tuple[Any, ...]
-) -> None:
+def _child(user: UserIdentity, write_fd: int, step: Callable[[], Any]) -> None:
     global _progress
 
     def send(message: dict[str, Any]) -> None:
@@ -212,9 +229,10 @@ def _child(
         except OSError:
             os.chdir("/")
         _progress = lambda data: send({"progress": data})  # noqa: E731
-        message: dict[str, Any] = {"result": fn(*args)}
+        message: dict[str, Any] = {"result": step()}
     except GlobusTmpError as exc:
-        message = {"error": {"kind": type(exc).__name__, "message": str(exc)}}
+        report = {"kind": type(exc).__name__, "message": str(exc), "fields": exc.fields()}
+        message = {"error": report}
     except BaseException as exc:
         text = f"as {user.name}: {type(exc).__name__}: {exc}"
         message = {"error": {"kind": "PrivilegeError", "message": text}}

@@ -26,7 +26,7 @@ import time
 from .errors import GlobusTmpError
 from .job import UserIdentity
 from .lifecycle import NodeLifecycle, needs_repair
-from .nodestate import PHASE_DRAINING, PHASE_RUNNING
+from .phases import Phase
 
 _DRAIN_OVERRUN = 30.0  # past its own backstop (drain_until + stop_grace + 10 s): hung
 
@@ -82,7 +82,7 @@ class NodeReconciler:
         elif state.live_instance() is None and not drain_alive:
             notes += lc.free_unserved_private_tmp(user)
             notes += self._cgroup_leftovers(user)
-        elif state.phase == PHASE_DRAINING and drain is not None and drain_alive:
+        elif state.phase == Phase.DRAINING and drain is not None and drain_alive:
             until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
             if time.time() > until:
                 drain.kill_tree()
@@ -129,7 +129,7 @@ class NodeReconciler:
                         state = store.read(user.name, user.uid)
                         state.instance, state.phase, state.error = (
                             started.instance,
-                            PHASE_RUNNING,
+                            Phase.RUNNING,
                             None,
                         )
                         store.write(state)
@@ -145,7 +145,7 @@ class NodeReconciler:
                     killed += lc.cgroups.cleanup(user.name, user.uid)
                 note = f"stopped unrecorded GCP pid {ref.pid} of {config_dir.name} ({killed} proc)"
                 if live is None or live.endpoint_name != config_dir.name:
-                    note += "; " + lc._release(user, config_dir.name)
+                    note += f"; {lc._release(user, config_dir.name)}"
                 notes.append(note)
         for note in notes:
             lc.log.info(f"repair: {note}")

@@ -8,9 +8,10 @@ answer that cannot be had is ``None``, never a guess.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
+from .commands import run_bounded
+from .errors import CommandError
 from .privileges import SAFE_PATH
 
 # Node states in which nothing of a job can still run there.
@@ -71,15 +72,7 @@ class SlurmView:
         if not path:
             return None
         try:
-            out = subprocess.run(
-                [path, *args],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=True,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
+            out = run_bounded([path, *args], self.timeout, check=True).stdout
+        except CommandError:
             return None
         return [line.strip() for line in out.splitlines() if line.strip()]

@@ -26,7 +26,7 @@ from .job import UserIdentity
 from .leases import Holder
 from .nodestate import GcpInstance
 from .pool import EndpointPool, LeaseProver, PoolEntry
-from .privileges import report_progress, run_as
+from .privileges import report_progress, run_as, run_as_reporting
 from .process import ProcessRef
 from .slurmview import SlurmView
 
@@ -134,10 +134,9 @@ class ForkedUserActions:
         paths: tuple[str, ...] = (),
     ) -> Started:
         """``paths``: what GCP exposes besides ``exposed_paths`` (private /tmp exports)."""
-        data = run_as(
-            self.user, budget + 3, self._start, node, budget, slot, list(paths),
-            on_progress=on_progress,
-        )  # fmt: skip
+        data = run_as_reporting(
+            self.user, budget + 3, on_progress, self._start, node, budget, slot, list(paths)
+        )
         return Started.from_json(data)
 
     def _start(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from globus_tmp.cgroups import CgroupTree, NodeCgroups, Placement, escape_name
+from globus_tmp.commands import CommandResult
 from globus_tmp.config import Config
 from globus_tmp.process import ProcessRef
 
@@ -238,9 +239,9 @@ def test_node_cgroups_logs_one_line_per_run(
 def test_systemd_scope_through_busctl(tmp_path: Path, leader: subprocess.Popen[bytes]) -> None:
     calls: list[list[str]] = []
 
-    def busctl(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def busctl(argv: Sequence[str], timeout: float) -> CommandResult:
         calls.append(list(argv))
-        return subprocess.CompletedProcess(list(argv), 0, "o /org/freedesktop/systemd1/job/1", "")
+        return CommandResult(tuple(argv), 0, "o /org/freedesktop/systemd1/job/1", "")
 
     root = _v2_tree(tmp_path / "cg")
     tree = CgroupTree("globus-tmp", 1.5, 1 << 30, root=root, systemd=True, runner=busctl)
@@ -261,14 +262,32 @@ def test_systemd_scope_through_busctl(tmp_path: Path, leader: subprocess.Popen[b
 
 
 def test_systemd_refusal_is_a_reason(tmp_path: Path, leader: subprocess.Popen[bytes]) -> None:
-    def busctl(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(list(argv), 1, "", "Call failed: Access denied\n")
+    def busctl(argv: Sequence[str], timeout: float) -> CommandResult:
+        return CommandResult(tuple(argv), 1, "", "Call failed: Access denied\n")
 
     tree = CgroupTree("gt", root=_v2_tree(tmp_path / "cg"), systemd=True, runner=busctl)
     placed = tree.place("n1", "a", UID, _ref(leader))
     assert placed.where == "" and placed.problem == (
         "systemd refused scope gt\\x2dn1\\x2da.scope: Call failed: Access denied"
     )
+
+
+def test_systemd_scope_left_behind_is_joined(
+    tmp_path: Path, leader: subprocess.Popen[bytes]
+) -> None:
+    """A scope that already exists (GetUnit answers) is joined, whatever busctl's
+    refusal of the new one said."""
+    calls: list[str] = []
+
+    def busctl(argv: Sequence[str], timeout: float) -> CommandResult:
+        calls.append(argv[5])
+        rc = 1 if argv[5] == "StartTransientUnit" else 0
+        return CommandResult(tuple(argv), rc, "", "Call failed: some wording\n" if rc else "")
+
+    tree = CgroupTree("gt", root=_v2_tree(tmp_path / "cg"), systemd=True, runner=busctl)
+    placed = tree.place("n1", "a", UID, _ref(leader))
+    assert calls == ["StartTransientUnit", "GetUnit", "AttachProcessesToUnit"]
+    assert placed == Placement(1, "gt.slice/gt\\x2dn1\\x2da.scope", None)
 
 
 # -- the real cgroup tree of this machine ---------------------------------------------

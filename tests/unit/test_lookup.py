@@ -15,22 +15,19 @@ from globus_tmp import nodestate
 from globus_tmp.config import parse_config
 from globus_tmp.lookup import EndpointInfo, NoEndpoint, lookup
 from globus_tmp.nodestate import GcpInstance, HeldTmp, StartRecord, UserNodeState
+from globus_tmp.phases import Phase
 from globus_tmp.process import ProcessRef
 
 
-def test_phases_and_keys_are_nodestates() -> None:
-    assert lookup_module.PHASE_STARTING == nodestate.PHASE_STARTING
-    assert lookup_module.PHASE_STOPPING == nodestate.PHASE_STOPPING
-    assert lookup_module.PHASE_FAILED == nodestate.PHASE_FAILED
-    assert lookup_module.STATE_VERSION == nodestate.STATE_VERSION
-    fields = {f.name for f in dataclasses.fields(UserNodeState)}
-    assert fields | {"version"} == lookup_module._STATE_KEYS
+def test_keys_are_those_nodestate_writes() -> None:
+    written = set(UserNodeState(user="a", uid=1).to_json())
+    assert written | {"recovered_from"} == lookup_module._STATE_KEYS  # read, never written
     assert {f.name for f in dataclasses.fields(GcpInstance)} == lookup_module._INSTANCE_KEYS
 
 
 def _running_state() -> dict[str, Any]:
     me = ProcessRef.of(os.getpid())
-    state = UserNodeState(user="alice", uid=1000, jobs={"12": 1.0, "7": 2.0}, phase="running")
+    state = UserNodeState(user="alice", uid=1000, jobs={"12": 1.0, "7": 2.0}, phase=Phase.RUNNING)
     state.instance = GcpInstance(
         me.pid, me.start_ticks, "ep-id", "alice-ep1", "/cfg", "/cfg/log", 1700000000.5
     )
@@ -91,14 +88,14 @@ def _old_outcome(root: Path, cfg: Any, node: str, job: str | None) -> EndpointIn
             f"no globus-tmp endpoint for {user} on {node}: no job of yours has started one here "
             "(ask your admin whether globus-tmp's Prolog runs on this node)"
         )
-    if state.phase == nodestate.PHASE_FAILED:
+    if state.phase == Phase.FAILED:
         return f"no endpoint for {user} on {node}: {state.error}"
-    if state.phase == nodestate.PHASE_STARTING:
+    if state.phase == Phase.STARTING:
         return f"the endpoint of {user} on {node} is still starting; use --wait"
     inst = state.instance
     if inst is None:
         return f"no endpoint for {user} on {node}: none runs (no job of yours needs it)"
-    if state.phase == nodestate.PHASE_STOPPING:
+    if state.phase == Phase.STOPPING:
         return f"the endpoint of {user} on {node} is stopping (your last job here ended)"
     if not inst.process.alive():
         return (

@@ -20,6 +20,7 @@ from globus_tmp.errors import HookTimeout, PoolExhaustedError
 from globus_tmp.hookrunner import outcome_of
 from globus_tmp.locks import append_shared
 from globus_tmp.nodestate import GcpInstance, HeldTmp, NodeStateStore, UserNodeState
+from globus_tmp.phases import Phase
 from globus_tmp.process import ProcessRef
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -65,9 +66,9 @@ def _prepared_state(cfg: Config) -> NodeStateStore:
     me = ProcessRef.of(os.getpid())
     inst = GcpInstance(me.pid, me.start_ticks, "e-1", "ep1", "/c", "/l", time.time())
     alice = UserNodeState("alice", 1001, jobs={"1": time.time(), "2": time.time()})
-    alice.phase, alice.instance = "running", inst
+    alice.phase, alice.instance = Phase.RUNNING, inst
     alice.holds = {"7": HeldTmp("/h/7", 1000, time.time()), "8": HeldTmp("/h/8", 24, time.time())}
-    bob = UserNodeState("bob", 1002, phase="draining", instance=inst)
+    bob = UserNodeState("bob", 1002, phase=Phase.DRAINING, instance=inst)
     bob.drain = me
     store.write(alice)
     store.write(bob)
