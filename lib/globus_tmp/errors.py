@@ -259,6 +259,10 @@ class GcpCommandFailed(GcpError, CommandFailed):
     """A ``globusconnectpersonal`` call exited non-zero with no answer we understand."""
 
 
+class GcpSetupKeyRefused(GcpCommandFailed):
+    """``-setup``'s key was used already or expired: its endpoint can never be set up."""
+
+
 class GcpCommandTimedOut(GcpError, CommandTimedOut):
     """A ``globusconnectpersonal`` call gave no answer within its bound."""
 

@@ -15,6 +15,7 @@ in docs/GCP.md#messages-and-exit-codes, and the only place where text decides an
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import struct
@@ -35,6 +36,7 @@ from .errors import (
     GcpCommandTimedOut,
     GcpError,
     GcpNotStarted,
+    GcpSetupKeyRefused,
 )
 from .privileges import report_progress, restore_limits
 from .process import ProcessRef
@@ -43,6 +45,8 @@ NOT_RUNNING = "No Globus Connect Personal connected"
 """What ``-status`` and ``-stop`` print (exit 1) when no instance runs (docs/GCP.md)."""
 ANOTHER_RUNNING = "Another Globus Connect Personal is currently running"
 """What ``-start`` prints (exit 1) when the user's instance already runs (docs/GCP.md)."""
+SETUP_KEY_REFUSED = re.compile(r"Setup Code \S+ not found")
+"""What ``-setup`` prints (non-zero exit) for a used or expired key (docs/GCP.md)."""
 CONTROL_SOCKET = "/tmp/globusconnect_{uid}.sock"
 
 __all__ = ["ControlSocket", "GcpAlreadyRunning", "GcpCommand", "GcpStatus"]
@@ -150,7 +154,15 @@ class GcpCommand:
                 timeout=timeout,
             ) from None
         if res.returncode != 0 or not (config_dir / "lta" / "client-id.txt").exists():
-            raise self._failed("-setup", res)
+            failed = self._failed("-setup", res)
+            if SETUP_KEY_REFUSED.search(res.output):
+                raise GcpSetupKeyRefused(
+                    str(failed),
+                    command=failed.command,
+                    returncode=failed.returncode,
+                    output=failed.output,
+                )
+            raise failed
 
     def request_stop(self) -> bool:
         """Ask the running instance to stop; True if one was running. Does not wait."""

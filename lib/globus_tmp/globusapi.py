@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
-from .errors import GlobusTmpError
+from .errors import RemoteApiError
 
 if TYPE_CHECKING:
     import globus_sdk
@@ -34,7 +34,7 @@ TOKEN_DB = "tokens.db"
 CONSENTS_NEEDED = "consents-needed.json"
 
 
-class GlobusApiError(GlobusTmpError):
+class GlobusApiError(RemoteApiError):
     """Globus could not be reached or refused a call; the message carries its answer.
 
     ``http_status`` and ``code`` are Globus's (None for a network error or a refusal
@@ -44,9 +44,7 @@ class GlobusApiError(GlobusTmpError):
     def __init__(
         self, message: str, http_status: int | None = None, code: str | None = None
     ) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
+        super().__init__(message, http_status=http_status, code=code)
 
     @classmethod
     def wrap(cls, context: str, exc: BaseException) -> GlobusApiError:

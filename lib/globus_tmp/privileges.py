@@ -190,6 +190,15 @@ _ERROR_KINDS: dict[str, type[GlobusTmpError]] = {
 }
 
 
+def _kind_of(exc: GlobusTmpError) -> str:
+    """The allow-listed class nearest to ``exc``'s own (a GlobusApiError crosses as the
+    RemoteApiError it is, with its status and code)."""
+    for cls in type(exc).__mro__:
+        if _ERROR_KINDS.get(cls.__name__) is cls:
+            return cls.__name__
+    return GlobusTmpError.__name__  # pragma: no cover - GlobusTmpError is in the list
+
+
 def _error_from(doc: Any, what: str) -> GlobusTmpError:
     """The error a child reported: an allow-listed class with the child's message and
     whichever of its fields are well-typed."""
@@ -231,7 +240,7 @@ def _child(user: UserIdentity, write_fd: int, step: Callable[[], Any]) -> None:
         _progress = lambda data: send({"progress": data})  # noqa: E731
         message: dict[str, Any] = {"result": step()}
     except GlobusTmpError as exc:
-        report = {"kind": type(exc).__name__, "message": str(exc), "fields": exc.fields()}
+        report = {"kind": _kind_of(exc), "message": str(exc), "fields": exc.fields()}
         message = {"error": report}
     except BaseException as exc:
         text = f"as {user.name}: {type(exc).__name__}: {exc}"

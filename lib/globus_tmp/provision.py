@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import GcpError, GlobusTmpError
+from .errors import GcpSetupKeyRefused, GlobusTmpError
 from .gcp import GcpCommand
 from .globusapi import GlobusApiError, GlobusSession, describe
 from .nodestate import write_atomic
@@ -84,8 +84,8 @@ class EndpointProvisioner:
             try:
                 self._run_setup(name, record["setup_key"])
                 break
-            except GcpError as exc:
-                if attempt == 2 or "not found" not in str(exc):
+            except GcpSetupKeyRefused as exc:
+                if attempt == 2:
                     raise
                 # the key was used or expired: this endpoint can never be set up
                 self.say(f"{name}: setup key refused ({exc}); replacing endpoint {record['id']}")

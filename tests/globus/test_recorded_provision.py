@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import responses
 from globus_sdk.testing import load_response
-from globus_tmp.errors import GcpError
+from globus_tmp.errors import GcpError, GcpSetupKeyRefused
 from globus_tmp.gcp import GcpCommand
 from globus_tmp.globusapi import GlobusApiError, GlobusSession
 from globus_tmp.pool import EndpointPool
@@ -165,3 +165,42 @@ def test_a_failed_search_is_one_line(session: GlobusSession, user_dir: Path) -> 
         "searching your endpoints failed: Globus did not accept your login "
         "(401 UNAUTHORIZED: Call must be authenticated); run 'globus-tmp-endpoint login' again"
     )
+
+
+def test_a_used_setup_key_replaces_its_endpoint_once(
+    session: GlobusSession, user_dir: Path, tmp_path: Path
+) -> None:
+    """GCP's ``Setup Code KEY not found`` (docs/GCP.md) is the one -setup failure that
+    makes the endpoint useless: it is deleted and a new one created, once."""
+    gcp = tmp_path / "globusconnectpersonal"
+    gcp.write_text(
+        "#!/bin/sh\n"  # -setup --setup-key KEY -dir DIR
+        'if [ "$3" = used-key ]; then echo "Setup Code $3 not found" >&2; exit 1; fi\n'
+        'mkdir -p "$5/lta" && echo client > "$5/lta/client-id.txt"\n'
+    )
+    gcp.chmod(0o755)
+    said: list[str] = []
+    provisioner = EndpointProvisioner(
+        EndpointPool(user_dir), session, GcpCommand(str(gcp)), "alice", said.append
+    )
+    first = {**_created(), "globus_connect_setup_key": "used-key", "id": "first-id"}
+    responses.add("POST", f"{TRANSFER}/endpoint", json=first)
+    responses.add("DELETE", f"{TRANSFER}/endpoint/first-id", json={
+        "DATA_TYPE": "result", "code": "Deleted", "message": "Endpoint deleted successfully",
+        "request_id": "r2", "resource": "/endpoint/first-id"})  # fmt: skip
+    responses.add("POST", f"{TRANSFER}/endpoint", json=_created())
+    (entry,) = provisioner.setup(1)
+    assert entry.name == "ep1"
+    assert any("setup key refused" in line and "first-id" in line for line in said), said
+    calls = [(c.request.method, c.request.path_url) for c in responses.calls]
+    assert calls == [
+        ("POST", "/v0.10/endpoint"),
+        ("DELETE", "/v0.10/endpoint/first-id"),
+        ("POST", "/v0.10/endpoint"),
+    ]
+
+    responses.add("POST", f"{TRANSFER}/endpoint", json=first)
+    responses.add("DELETE", f"{TRANSFER}/endpoint/first-id", json={"code": "Deleted"})
+    responses.add("POST", f"{TRANSFER}/endpoint", json=first)
+    with pytest.raises(GcpSetupKeyRefused):  # twice: not a loop
+        provisioner.setup(2)

@@ -20,6 +20,7 @@ from globus_tmp.errors import (
     GcpCommandTimedOut,
     GcpError,
     GlobusTmpError,
+    RemoteApiError,
 )
 from globus_tmp.gcp import NOT_RUNNING, GcpCommand
 from globus_tmp.job import UserIdentity
@@ -174,6 +175,21 @@ def test_a_steps_error_keeps_its_fields_across_the_fork() -> None:
         5,
         "no\n",
     )
+
+
+def _globus_refused() -> None:
+    from globus_tmp.globusapi import GlobusApiError
+
+    raise GlobusApiError("task_list: 403 PermissionDenied", 403, "PermissionDenied")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run_as forks and drops to nobody")
+def test_an_error_outside_the_list_crosses_as_its_nearest_listed_class() -> None:
+    with pytest.raises(RemoteApiError) as caught:
+        run_as(UserIdentity.from_name("nobody"), 20, _globus_refused)
+    exc = caught.value
+    assert type(exc) is RemoteApiError and str(exc) == "task_list: 403 PermissionDenied"
+    assert (exc.http_status, exc.code) == (403, "PermissionDenied")
 
 
 def _launcher(tmp_path: Path, body: str) -> str:
