@@ -1,7 +1,8 @@
 """Create a realistic, already set-up Globus Connect Personal config dir.
 
 Why: tests and the Slurm lab need users with a "pool" of registered GCP endpoints
-without running ``-setup`` against Globus. The layout follows FACTS.md (``DIR/lta/`` with
+without running ``-setup`` against Globus. The layout follows docs/GCP.md#config-dir
+(``DIR/lta/`` with
 ``client-id.txt`` holding the endpoint UUID and the other files a real setup writes), with
 the permissions the GCP emulator checks at ``-start``: dirs 0700, key files 0600, all
 owned by the user. File contents other than ``client-id.txt`` are dummies: nothing

@@ -1,7 +1,7 @@
 """Emulator of the Globus Connect Personal (GCP) 3.2.x launcher, ``globusconnectpersonal``.
 
 Why it exists: the project's Slurm hooks start, watch and stop one GCP per (node, user),
-and tests cannot reach Globus. This module reproduces what ``shared/FACTS.md`` records
+and tests cannot reach Globus. This module reproduces what ``docs/GCP.md`` records (with sources)
 about the real Linux launcher -- its command line, exact messages and exit codes, the one
 control socket per Unix user (``/tmp/globusconnect_<uid>.sock``), the foreground process
 with a child, the status broadcast cadence, the config dir checks -- so that the hooks are
@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 GCP_VERSION = "3.2.6"
 
-# Messages of the real launcher, reproduced byte for byte (see FACTS.md).
+# Messages of the real launcher, reproduced byte for byte (docs/GCP.md#messages-and-exit-codes).
 MSG_ROOT = "Running Globus Connect Personal as root is not supported"
 MSG_ANOTHER = "Another Globus Connect Personal is currently running"
 MSG_NOT_RUNNING = "No Globus Connect Personal connected to Globus Online Service"
@@ -1002,7 +1002,7 @@ def stdin_usable() -> bool:
 
 
 def _setup_crash() -> int:
-    """The unhelpful crash real GCP shows without stdin (FACTS.md), emulated."""
+    """The unhelpful crash real GCP shows without stdin (docs/GCP.md#command-line), emulated."""
     sys.stderr.write(
         "Traceback (most recent call last):\n"
         '  File "gc-ctrl.py", line 1, in <module>\n'

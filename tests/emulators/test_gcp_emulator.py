@@ -1,4 +1,4 @@
-"""Tests of the Globus Connect Personal emulator (tests/emulators), against FACTS.md.
+"""Tests of the Globus Connect Personal emulator (tests/emulators), against docs/GCP.md.
 
 Why: the hooks' tests trust this emulator to behave like real GCP, so its own behaviour
 (messages, exit codes, the per-user socket, timing, process tree, failure modes) is

@@ -2,7 +2,8 @@
 
 Why it exists: the project's hooks and tools talk to Globus through globus-sdk, and tests
 cannot reach Globus. This service answers on 127.0.0.1 in the documents' real shapes
-(checked against ``globus_sdk.testing`` recorded responses by the test suite), so that
+(checked against ``globus_sdk.testing`` recorded responses by the test suite; the shapes
+and errors globus-tmp relies on: docs/GCP.md#transfer-api onwards), so that
 ``GLOBUS_SDK_SERVICE_URL_TRANSFER`` / ``GLOBUS_SDK_SERVICE_URL_AUTH`` pointing at it is
 enough for unmodified globus-sdk code (and globus-cli) to work: token refresh, 401
 handling, retries of 429/5xx with ``Retry-After``, paginators.
