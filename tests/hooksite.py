@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 from gcp_config_dir import create_config_dir
+from polling import wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -322,16 +322,3 @@ def kill_drains() -> None:
             proc.kill()
         except psutil.Error:
             pass
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition"
-) -> object:
-    """Poll ``predicate`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -16,11 +16,11 @@ import os
 import pwd
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from polling import wait_for
 from slurmlab import SlurmLab
 
 PROBE = r"""#!/bin/bash
@@ -106,14 +106,6 @@ def clear_flags(lab: SlurmLab) -> None:
     for user in lab.users:
         for f in lab.home(user).glob("e2e-flag-*"):
             f.unlink()
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def wait_output(

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from polling import wait_for
 from slurmlab import REPO_ROOT, SlurmLab
 
-from e2e.e2e_jobs import explain, wait_for
+from e2e.e2e_jobs import explain
 
 NODE = "n1"
 USER = "gtcarol"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+from polling import wait_for
 from slurmlab import BOOT_ID, LAB_USERS, SlurmLab
 
 from e2e.e2e_jobs import (
@@ -20,7 +21,6 @@ from e2e.e2e_jobs import (
     parse_probes,
     probe_cmd,
     release,
-    wait_for,
     wait_output,
     waiting_job,
 )

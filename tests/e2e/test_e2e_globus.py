@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from polling import wait_for
 from slurmlab import SlurmLab
 
 from e2e.e2e_jobs import (
@@ -29,7 +30,6 @@ from e2e.e2e_jobs import (
     HookLogMark,
     explain,
     release,
-    wait_for,
     wait_output,
     waiting_job,
 )

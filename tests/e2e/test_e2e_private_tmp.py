@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from polling import wait_for
 from slurmlab import SlurmLab
 
 from e2e.e2e_jobs import (
@@ -22,7 +23,6 @@ from e2e.e2e_jobs import (
     output_field,
     release,
     sha256_file,
-    wait_for,
 )
 
 NODE = "n1"
@@ -93,7 +93,7 @@ def test_two_jobs_each_see_their_own_private_tmp_through_one_gcp(jc_lab: SlurmLa
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
         'echo "mine $SLURM_JOB_ID" > /tmp/mine-$SLURM_JOB_ID.dat\n'
-        'echo "JOBTMP $(globus-tmp-endpoint --json | python3 -c \'import json,sys; '
+        "echo \"JOBTMP $(globus-tmp-endpoint --json | python3 -c 'import json,sys; "
         'print(json.load(sys.stdin)["job_tmp"])\')"\n'
         f"while [ ! -e {flag_path(lab, user, 'both')} ]; do sleep 0.2; done\n"
         f"globus-tmp-endpoint stage-out /tmp/ {collection}:/$SLURM_JOB_ID/ --wait\n"

@@ -31,6 +31,7 @@ from globus_api import fileops
 from globus_sdk.login_flows import CommandLineLoginFlowManager
 from globus_sdk.token_storage import SQLiteTokenStorage
 from globus_sdk.transport import RetryConfig
+from polling import wait_for
 
 EMULATORS = Path(__file__).resolve().parent
 
@@ -53,17 +54,6 @@ CREATE_RESULT_KEYS = {
 }
 ERROR_KEYS = {"code", "message", "request_id", "resource"}
 EVENT_KEYS = {"DATA_TYPE", "code", "description", "details", "is_error", "time"}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 def finished(tc: globus_sdk.TransferClient, task_id: str, timeout: float = 30.0) -> Any:
@@ -108,11 +98,11 @@ def event_codes(tc: globus_sdk.TransferClient, task_id: str) -> list[str]:
 # --------------------------------------------------------------------------- fixtures
 
 
-
 def _raw(exc: globus_sdk.GlobusAPIError) -> dict[str, Any]:
     """The error's JSON body (every emulator error has one)."""
     assert exc.raw_json is not None, exc
     return exc.raw_json
+
 
 @pytest.fixture
 def make_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:

@@ -28,6 +28,7 @@ import pytest
 from globus.globus_recorded import recorded, recorded_doc
 from globus_api.link import GcpLink
 from globus_sdk.transport import RetryConfig
+from polling import wait_for
 
 EMULATORS = Path(__file__).resolve().parent
 
@@ -64,17 +65,6 @@ def assert_shape(ours: Any, theirs: Any, *, exact: bool = True, where: str = "$"
             assert_shape(mine, value, exact=False, where=f"{where}.{key}")
         if isinstance(value, list) and value and mine and isinstance(value[0], dict):
             assert_shape(mine[0], value[0], exact=False, where=f"{where}.{key}[0]")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 def finished(tc: globus_sdk.TransferClient, task_id: str) -> Any:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import globus_api
 import pytest
-from hooksite import BIN, Site, UnixUser, gcp_processes, wait_for
+from hooksite import BIN, Site, UnixUser, gcp_processes
+from polling import wait_for
 
 CLIENT_ID = "5b9a6f6e-8bb5-4c5a-9b9e-5d6a7f1e2c3d"
 

@@ -19,7 +19,8 @@ import time
 
 import psutil
 import pytest
-from hooksite import Site, all_user_processes, drain_processes, gcp_processes, wait_for
+from hooksite import Site, all_user_processes, drain_processes, gcp_processes
+from polling import wait_for
 
 
 def assert_consistent(site: Site, user: str = "gtunit1", node: str = "n1") -> None:
@@ -518,7 +519,7 @@ def test_healthcheck_chains_the_sites_check_and_reconciles(site: Site) -> None:
     user = site.users["gtunit1"]
     user.make_pool(1)
     nhc = site.root / "nhc"
-    nhc.write_text("#!/bin/sh\necho checked >> \"$0.log\"\nexit 3\n")
+    nhc.write_text('#!/bin/sh\necho checked >> "$0.log"\nexit 3\n')
     nhc.chmod(0o755)
     site.configure(chain_health_check=str(nhc))
     site.prolog("1")

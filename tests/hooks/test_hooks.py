@@ -11,7 +11,8 @@ import threading
 import time
 
 import psutil
-from hooksite import Site, all_user_processes, gcp_processes, wait_for
+from hooksite import Site, all_user_processes, gcp_processes
+from polling import wait_for
 
 
 def _endpoint_id(site: Site, user: str = "gtunit1", node: str = "n1") -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from globus_tmp.cgroups import CgroupTree
-from hooksite import Site, all_user_processes, gcp_processes, wait_for
+from hooksite import Site, all_user_processes, gcp_processes
+from polling import wait_for
 
 
 def _unusable() -> str | None:
@@ -98,7 +99,7 @@ def test_gcp_runs_in_its_own_cgroup_with_limits_and_it_goes_with_gcp(
             lambda: [p for p in all_user_processes(user.uid) if p.name() == "sleep"],
             what="the escaping helper",
         )
-        pid = sleeper[0].pid  # type: ignore[index]
+        pid = sleeper[0].pid
         for path in tree.paths("n1", "gtunit1"):  # as if GCP had spawned it
             (path / "cgroup.procs").write_text(f"{pid}\n")
         assert os.getsid(pid) != gcp.pid

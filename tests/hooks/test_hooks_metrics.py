@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import stat
 
-from hooksite import Site, drain_processes, wait_for
+from hooksite import Site, drain_processes
+from polling import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 
