@@ -40,7 +40,7 @@ os.chmod(path, 0o600)
 print(tokens["identity_id"])
 """
 """Run as the user by the lab venv's python: tokens as ``globus-tmp-endpoint login`` leaves them
-(tests/test_globus.py ``_seed_tokens``): minted by the API emulator's admin route, stored in
+(tests/globus/test_globus.py ``_seed_tokens``): minted by the API emulator's admin route, stored in
 globus-sdk's SQLite token storage."""
 
 
@@ -113,7 +113,7 @@ class GlobusParts(Daemons):
                 time.sleep(0.05)
                 continue
             try:
-                self._api_call(f"http://127.0.0.1:{port}", "GET", "_emulator/health")
+                api_request(f"http://127.0.0.1:{port}", "GET", "_emulator/health")
             except (OSError, ValueError):
                 time.sleep(0.1)
                 continue
@@ -125,17 +125,6 @@ class GlobusParts(Daemons):
     def api_call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
         """Call the API emulator's admin routes (``_emulator/...``): JSON in, JSON out."""
         return api_request(self.globus_api_url, method, path, body, timeout)
-
-    @staticmethod
-    def _api_call(
-        url: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        timeout: float = 30,
-        headers: Optional[Mapping[str, str]] = None,
-    ) -> Any:
-        return api_request(url, method, path, body, timeout, headers)
 
     def create_collection(self, name: str, writable: bool = True) -> tuple[str, Path]:
         """A directory ``<root>/collections/<name>`` served by the API emulator as a collection
@@ -176,7 +165,7 @@ class GlobusParts(Daemons):
         docs = [tokens, *tokens.get("other_tokens", [])]
         (transfer,) = [d for d in docs if d.get("resource_server") == "transfer.api.globus.org"]
         return dict(
-            self._api_call(
+            api_request(
                 self.globus_api_url,
                 "POST",
                 f"v0.10/task/{task_id}/cancel",
