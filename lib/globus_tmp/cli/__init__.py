@@ -3,7 +3,7 @@
 Run inside a job with no command: prints the endpoint id (exit 0), or one line saying
 why there is none and what to do (exit 1). The commands manage the user's pool and
 Globus session and move data in and out of node-local storage. Exit codes: 0 ok,
-1 failed, 2 usage, 3 configuration.
+1 failed, 2 usage, 3 configuration, 130 interrupted (docs/ADMIN.md).
 
 The commands are a table (:data:`COMMAND_MODULES`: one module per group, each with
 its ``COMMANDS`` rows); each returns an :class:`~globus_tmp.cli.output.Output` that
@@ -101,7 +101,7 @@ def _run(command: Command, args: argparse.Namespace) -> int:
 
 def _guarded(run: Callable[[], int]) -> int:
     """``run``'s exit code; every failure as one line on stderr, not a traceback."""
-    from ..errors import GlobusTmpError
+    from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, GlobusTmpError
 
     try:
         return run()
@@ -109,11 +109,11 @@ def _guarded(run: Callable[[], int]) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a Globus or network failure: one line, not a traceback
         if os.environ.get("GLOBUS_TMP_DEBUG"):
             raise
         from ..globusapi import describe
 
         print(f"{PROG}: {describe(exc)} (GLOBUS_TMP_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

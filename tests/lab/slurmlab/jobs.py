@@ -114,22 +114,8 @@ class SlurmCommands(LabUsers):
         args = list(sbatch_args)
         if not any(a in ("-o", "--output") or a.startswith("--output=") for a in args):
             args += ["-o", str(self.home(user) / "lab-%j.out")]
-        cp = run(
-            [
-                "runuser",
-                "-u",
-                user,
-                "--",
-                "env",
-                "-i",
-                *self._env_args(user),
-                "sbatch",
-                "--parsable",
-                *args,
-            ],
-            input=script_text,
-            timeout=timeout,
-            cwd=self.home(user),
+        cp = self.run_as(
+            user, ["sbatch", "--parsable", *args], check=True, timeout=timeout, input=script_text
         )
         return cp.stdout.strip().split(";")[0]
 
@@ -142,26 +128,7 @@ class SlurmCommands(LabUsers):
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``srun <srun_args> <argv>`` as ``user`` and wait for it (output captured)."""
-        return run(
-            [
-                "runuser",
-                "-u",
-                user,
-                "--",
-                "env",
-                "-i",
-                *self._env_args(user),
-                "srun",
-                *srun_args,
-                *argv,
-            ],
-            timeout=timeout,
-            cwd=self.home(user),
-            check=check,
-        )
-
-    def _env_args(self, user: str) -> list[str]:
-        return [f"{k}={v}" for k, v in self.user_env(user).items()]
+        return self.run_as(user, ["srun", *srun_args, *argv], check=check, timeout=timeout)
 
     def job_output(self, job_id: str, user: Optional[str] = None) -> str:
         """The job's stdout file (default location of :meth:`sbatch`); '' if none yet."""

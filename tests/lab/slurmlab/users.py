@@ -80,8 +80,10 @@ class LabUsers(LabBase):
         check: bool = False,
         timeout: float = 120,
         env: Optional[Mapping[str, str]] = None,
+        input: Optional[str] = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command on the host as ``user`` (a login node: the host's /tmp, no job).
+        """Run a command on the host as ``user`` (a login node: the host's /tmp, no job);
+        also how jobs are submitted (``sbatch``, ``srun``), so they inherit this environment.
 
         Clean environment (:meth:`user_env`: the lab venv first on PATH, ``SLURM_CONF``
         set, so the CLI finds the lab's globus-tmp.conf), from the user's home.
@@ -92,6 +94,7 @@ class LabUsers(LabBase):
             check=check,
             timeout=timeout,
             cwd=self.home(user),
+            input=input,
         )
 
     def endpoint_cli(
