@@ -19,8 +19,9 @@ from typing import Any
 from .config import Config
 from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
+from .jobcontainer import read_job_container_conf
 from .nodestate import NodeStateStore
-from .slurmconf import SlurmSettings, job_container_bases
+from .slurmconf import SlurmSettings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
@@ -144,7 +145,7 @@ class Doctor:
         if not s.private_tmp:
             return Check(OK, "private /tmp", f"JobContainerType={s.job_container or '(none)'}; "
                          "jobs share the node's /tmp")  # fmt: skip
-        bases = [b for b in job_container_bases(Path(s.path), self.node) if b.is_dir()]
+        bases = [b for b in read_job_container_conf(Path(s.path), self.node).bases if b.is_dir()]
         if not bases:
             return Check(FAIL, "private /tmp", "job_container/tmpfs is on but no BasePath from "
                          f"{Path(s.path).parent / 'job_container.conf'} exists")  # fmt: skip

@@ -333,11 +333,13 @@ class NodeLifecycle:
     @property
     def private_tmp(self) -> PrivateTmp:
         if self._private_tmp is None:
+            from .jobcontainer import read_job_container_conf
             from .privatetmp import PrivateTmp
-            from .slurmconf import job_container_bases
 
-            bases = job_container_bases(Path(self.slurm.path), self.node)
-            self._private_tmp = PrivateTmp(self.cfg, self.node, self.store, self.log, bases)
+            jc = read_job_container_conf(Path(self.slurm.path), self.node)
+            self._private_tmp = PrivateTmp(
+                self.cfg, self.node, self.store, self.log, list(jc.bases), jc.dirs
+            )
         return self._private_tmp
 
     # -- epilog ------------------------------------------------------------------

@@ -126,29 +126,3 @@ def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
         if sep and key.lower() in _WANTED:
             values[key.lower()] = value.strip().strip('"')
     return True
-
-
-def job_container_bases(slurm_conf: Path, node: str) -> list[Path]:
-    """Where ``node``'s job containers may live, from ``job_container.conf``'s
-    ``BasePath`` (beside slurm.conf): a build with multiple slurmd per host (Debian's)
-    appends ``/<node>`` itself, newer Slurm expands ``%n``. Empty when unknown."""
-    try:
-        text = read_text_bounded(slurm_conf.parent / "job_container.conf", STATE)
-    except OSError:
-        return []
-    base: str | None = None
-    for raw in text.splitlines():
-        words = dict(
-            (k.lower(), v.strip('"'))
-            for k, _, v in (w.partition("=") for w in raw.split("#", 1)[0].split())
-        )
-        names = words.get("nodename")
-        if "basepath" in words and (names is None or node in names.split(",")):
-            base = words["basepath"]
-            if names is not None:
-                break
-    if not base:
-        return []
-    if "%n" in base:
-        return [Path(base.replace("%n", node))]
-    return [Path(base) / node, Path(base)]
