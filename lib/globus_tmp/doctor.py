@@ -114,16 +114,7 @@ class Doctor:
             if level == FAIL:
                 detail += f"; set {shown}=<venv>/bin/{program}"
             out.append(Check(level, f"slurm.conf {shown}", detail))
-        flags = ",".join(sorted(s.prolog_flags)) or "(none)"
-        if "alloc" not in s.prolog_flags:
-            out.append(Check(FAIL, "slurm.conf PrologFlags", f"{flags}; add Alloc (the "
-                             "Prolog must run on every node when the job starts)"))  # fmt: skip
-        elif not s.contain:
-            out.append(Check(WARN, "slurm.conf PrologFlags", f"{flags}; add Contain: without "
-                             "it a job whose Epilog never ran is only dropped once squeue "
-                             "answers"))  # fmt: skip
-        else:
-            out.append(Check(OK, "slurm.conf PrologFlags", flags))
+        out.append(self.prolog_flags())
         timeout = s.hook("prologepilogtimeout")
         try:
             seconds = float(timeout) if timeout else None
@@ -138,6 +129,25 @@ class Doctor:
             out.append(Check(OK, "slurm.conf PrologEpilogTimeout",
                              f"{timeout} > hook_timeout {self.cfg.hook_timeout:g}"))  # fmt: skip
         return out
+
+    def prolog_flags(self) -> Check:
+        """Judged on the flags Slurm sets, implied ones included (``RunInJob`` alone is
+        ``Alloc,Contain,RunInJob``: see :data:`~globus_tmp.slurmconf.IMPLIED_FLAGS`)."""
+        s, name = self.slurm, "slurm.conf PrologFlags"
+        written = s.hook("prologflags") or "(none)"
+        flags = f"{written} (in effect: {','.join(sorted(s.prolog_flags)) or 'none'})"
+        if s.run_in_job:
+            return Check(FAIL, name, f"{flags}; RunInJob runs Prolog and Epilog inside the "
+                         "job's extern step and its cgroup, so the user's shared GCP and its "
+                         "drain would die with that job: remove RunInJob, use "
+                         "PrologFlags=Alloc,Contain")  # fmt: skip
+        if "alloc" not in s.prolog_flags:
+            return Check(FAIL, name, f"{flags}; add Alloc (the Prolog must run on every "
+                         "node when the job starts)")  # fmt: skip
+        if not s.contain:
+            return Check(WARN, name, f"{flags}; add Contain: without it a job whose Epilog "
+                         "never ran is only dropped once squeue answers")  # fmt: skip
+        return Check(OK, name, flags)
 
     def private_tmp(self) -> Check:
         s = self.slurm

@@ -3,7 +3,9 @@
 - ``SlurmdSpoolDir``: where slurmd keeps one root-owned socket per job step on this
   node (``<node>_<jobid>.<step>``), the unforgeable witness of a live job;
 - ``PrologFlags``: with ``Contain`` every node of a job runs an extern step for the
-  job's whole life, so "no step here" proves "job gone"; without it, it does not;
+  job's whole life, so "no step here" proves "job gone"; without it, it does not. Flags
+  imply others as ``prolog_str2flags`` in Slurm's ``read_config.c`` sets them
+  (:data:`IMPLIED_FLAGS`): ``PrologFlags=RunInJob`` alone is ``Alloc,Contain,RunInJob``;
 - ``JobContainerType`` (``NamespaceType`` from 25.11): ``job_container/tmpfs`` gives
   each job a private ``/tmp`` under ``job_container.conf``'s ``BasePath``, which
   :mod:`globus_tmp.privatetmp` exports to the user's GCP.
@@ -38,6 +40,15 @@ _WANTED = (
     "plugstackconfig",
 )
 PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
+IMPLIED_FLAGS = {
+    "contain": ("alloc",),
+    "runinjob": ("alloc", "contain"),
+    "x11": ("alloc", "contain"),
+    "forcerequeueonfail": ("alloc",),
+    "nohold": ("alloc",),
+}
+"""What each PrologFlag sets besides itself (Slurm 22.05-25.11: ``prolog_str2flags``,
+and ``NoHold`` adds ``Alloc`` after it)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,12 @@ class SlurmSettings:
     @property
     def contain(self) -> bool:
         return "contain" in self.prolog_flags
+
+    @property
+    def run_in_job(self) -> bool:
+        """``PrologFlags=RunInJob`` (24.05+): Prolog and Epilog run inside the job's extern
+        step, in its cgroup, so a GCP they start dies with that one job."""
+        return "runinjob" in self.prolog_flags
 
     @property
     def private_tmp(self) -> bool:
@@ -90,9 +107,7 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
     """The settings from ``path`` (and its ``Include`` files); defaults where absent."""
     values: dict[str, str] = {}
     found = _read_into(path, values, depth=0)
-    flags = frozenset(
-        f.strip().lower() for f in values.get("prologflags", "").split(",") if f.strip()
-    )
+    flags = effective_prolog_flags(values.get("prologflags", ""))
     return SlurmSettings(
         path=str(path),
         found=found,
@@ -106,6 +121,12 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
             if k in values
         ),
     )
+
+
+def effective_prolog_flags(text: str) -> frozenset[str]:
+    """The flags ``PrologFlags=text`` sets (lower case), implied ones included."""
+    written = {f.strip().lower() for f in text.split(",") if f.strip()}
+    return frozenset(written.union(*(IMPLIED_FLAGS.get(f, ()) for f in written)))
 
 
 def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
