@@ -115,19 +115,7 @@ class Doctor:
                 detail += f"; set {shown}=<venv>/bin/{program}"
             out.append(Check(level, f"slurm.conf {shown}", detail))
         out.append(self.prolog_flags())
-        timeout = s.hook("prologepilogtimeout")
-        try:
-            seconds = float(timeout) if timeout else None
-        except ValueError:
-            seconds = None
-        if seconds is None or seconds <= self.cfg.hook_timeout:
-            out.append(Check(FAIL if seconds else WARN, "slurm.conf PrologEpilogTimeout",
-                             f"{timeout or '(unset)'}; set it above hook_timeout "
-                             f"({self.cfg.hook_timeout:g} s), e.g. "
-                             f"{int(self.cfg.hook_timeout + 60)}"))  # fmt: skip
-        else:
-            out.append(Check(OK, "slurm.conf PrologEpilogTimeout",
-                             f"{timeout} > hook_timeout {self.cfg.hook_timeout:g}"))  # fmt: skip
+        out.extend(self.timeouts())
         return out
 
     def prolog_flags(self) -> Check:
@@ -148,6 +136,28 @@ class Doctor:
             return Check(WARN, name, f"{flags}; add Contain: without it a job whose Epilog "
                          "never ran is only dropped once squeue answers")  # fmt: skip
         return Check(OK, name, flags)
+
+    def timeouts(self) -> list[Check]:
+        """slurmd kills a Prolog/Epilog at its timeout and drains the node: each script's
+        own timeout (25.05+ ``PrologTimeout``/``EpilogTimeout``, else
+        ``PrologEpilogTimeout``) must exceed the hooks' own bound. One line while both
+        come from ``PrologEpilogTimeout``."""
+        scripts = [(script, *self.slurm.script_timeout(script)) for script in ("Prolog", "Epilog")]
+        if all(key == "PrologEpilogTimeout" for _, key, _ in scripts):
+            _, key, value = scripts[0]
+            return [self._timeout(f"slurm.conf {key}", key, value)]
+        return [self._timeout(f"slurm.conf {s} timeout", k, v) for s, k, v in scripts]
+
+    def _timeout(self, name: str, key: str, value: str) -> Check:
+        try:
+            seconds = float(value) if value else None
+        except ValueError:
+            seconds = None
+        hook = self.cfg.hook_timeout
+        if seconds is None or seconds <= hook:
+            return Check(FAIL if seconds else WARN, name, f"{key}={value or '(unset)'}; set it "
+                         f"above hook_timeout ({hook:g} s), e.g. {int(hook + 60)}")  # fmt: skip
+        return Check(OK, name, f"{key}={value} > hook_timeout {hook:g}")
 
     def private_tmp(self) -> Check:
         s = self.slurm

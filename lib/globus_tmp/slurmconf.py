@@ -37,6 +37,8 @@ _WANTED = (
     "epilog",
     "taskprolog",
     "prologepilogtimeout",
+    "prologtimeout",
+    "epilogtimeout",
     "plugstackconfig",
 )
 PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
@@ -60,11 +62,21 @@ class SlurmSettings:
     job_container: str
     cluster: str = ""
     hooks: tuple[tuple[str, str], ...] = ()
-    """``Prolog``, ``Epilog``, ``TaskProlog``, ``PrologEpilogTimeout``, ``PlugStackConfig``
-    as written (for ``globus-tmp-admin doctor``)."""
+    """``Prolog``, ``Epilog``, ``TaskProlog``, the timeouts, ``PlugStackConfig`` as
+    written (for ``globus-tmp-admin doctor``)."""
 
     def hook(self, key: str) -> str:
         return dict(self.hooks).get(key.lower(), "")
+
+    def script_timeout(self, script: str) -> tuple[str, str]:
+        """The key that sets slurmd's timeout for ``script`` (``Prolog`` or ``Epilog``),
+        and its value (empty: unset, slurmd waits forever). From 25.05 ``PrologTimeout``
+        and ``EpilogTimeout`` override ``PrologEpilogTimeout`` for their script
+        (``read_config.c``: ``prolog_timeout`` defaults to ``PrologEpilogTimeout``)."""
+        own = f"{script}Timeout"
+        if self.hook(own):
+            return own, self.hook(own)
+        return "PrologEpilogTimeout", self.hook("PrologEpilogTimeout")
 
     @property
     def contain(self) -> bool:
@@ -115,11 +127,7 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         prolog_flags=flags,
         job_container=(values.get("jobcontainertype") or values.get("namespacetype") or "").lower(),
         cluster=values.get("clustername", ""),
-        hooks=tuple(
-            (k, values[k])
-            for k in ("prolog", "epilog", "taskprolog", "prologepilogtimeout", "plugstackconfig")
-            if k in values
-        ),
+        hooks=tuple((k, values[k]) for k in _WANTED if k in values),
     )
 
 

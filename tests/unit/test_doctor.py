@@ -37,3 +37,20 @@ def test_run_in_job_fails_with_a_one_line_fix(tmp_path: Path) -> None:
     assert "add Alloc" not in check.detail
     assert "remove RunInJob, use PrologFlags=Alloc,Contain" in check.detail
     assert "\n" not in check.line()
+
+
+def test_prolog_and_epilog_timeouts_are_judged_each_on_its_own(tmp_path: Path) -> None:
+    """25.05+: PrologTimeout and EpilogTimeout override PrologEpilogTimeout per script."""
+    both = _doctor(tmp_path, "PrologEpilogTimeout=300\n").timeouts()
+    assert [(c.level, c.name) for c in both] == [(OK, "slurm.conf PrologEpilogTimeout")]
+    short_epilog = _doctor(tmp_path, "PrologEpilogTimeout=300\nEpilogTimeout=60\n").timeouts()
+    prolog = _one(short_epilog, "slurm.conf Prolog timeout")
+    epilog = _one(short_epilog, "slurm.conf Epilog timeout")
+    assert prolog.level == OK and "PrologEpilogTimeout=300" in prolog.detail
+    assert epilog.level == FAIL and "EpilogTimeout=60" in epilog.detail
+    assert "above hook_timeout" in epilog.detail
+    rescued = _doctor(tmp_path, "PrologEpilogTimeout=30\nPrologTimeout=200\nEpilogTimeout=200\n")
+    assert {c.level for c in rescued.timeouts()} == {OK}
+    unset = _doctor(tmp_path, "PrologTimeout=200\n").timeouts()
+    assert _one(unset, "slurm.conf Prolog timeout").level == OK
+    assert _one(unset, "slurm.conf Epilog timeout").level == WARN
