@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .boundedio import read_bounded
 from .config import Config
 from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
@@ -24,8 +25,10 @@ from .slurmconf import SlurmSettings, job_container_bases
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
-HOOKS = {"prolog": "globus-tmp-prolog", "epilog": "globus-tmp-epilog",
-         "taskprolog": "globus-tmp-taskprolog"}  # fmt: skip
+HOOKS = {"Prolog": "globus-tmp-prolog", "Epilog": "globus-tmp-epilog",
+         "TaskProlog": "globus-tmp-taskprolog"}  # fmt: skip
+_WRAPPER_MAX = 64 * 1024
+"""A script larger than this is not read to find out whether it runs our hook."""
 
 
 @dataclass(frozen=True)
@@ -105,18 +108,33 @@ class Doctor:
         s = self.slurm
         if not s.found:
             return [Check(FAIL, "slurm.conf", f"{s.path} not found; set SLURM_CONF")]
-        out = []
-        for key, program in HOOKS.items():
-            value = s.hook(key)
-            level = OK if program in value else FAIL
-            shown = {"prolog": "Prolog", "epilog": "Epilog", "taskprolog": "TaskProlog"}[key]
-            detail = f"{shown}={value or '(unset)'}"
-            if level == FAIL:
-                detail += f"; set {shown}=<venv>/bin/{program}"
-            out.append(Check(level, f"slurm.conf {shown}", detail))
+        out = [self.hook_script(key, program) for key, program in HOOKS.items()]
         out.append(self.prolog_flags())
         out.extend(self.timeouts())
         return out
+
+    def hook_script(self, key: str, program: str) -> Check:
+        """Whether slurmd runs ``program`` as ``key``: ``Prolog``/``Epilog`` entries are
+        globbed (``Prolog=/etc/slurm/prolog.d/*``) and, from 24.05, several lines all run;
+        one entry that matches nothing fails them all (slurmd builds the whole list
+        first). ``TaskProlog`` is one path. A symlink to the program, or a script that
+        names it (a wrapper), counts as the program."""
+        s, name = self.slurm, f"slurm.conf {key}"
+        if key == "TaskProlog":
+            value = s.hook(key)
+            path = value if value.startswith("/") else str(Path(s.path).parent / value)
+            entries = [(value, [path] if value and os.path.lexists(path) else [])] if value else []
+        else:
+            entries = s.scripts(key)
+        shown = f"{key}={' + '.join(e for e, _ in entries) or '(unset)'}"
+        fix = f"set {key}=<venv>/bin/{program} (or a symlink to it in a {key}=DIR/* directory)"
+        broken = [why for why in (_unrunnable(e, paths) for e, paths in entries) if why]
+        ours = [p for _, paths in entries for p in paths if _runs(p, program)]
+        if broken:
+            return Check(FAIL, name, f"{shown}; {'; '.join(broken)}")
+        if not ours:
+            return Check(FAIL, name, f"{shown}; {program} is not among what slurmd runs: {fix}")
+        return Check(OK, name, f"{shown}: runs {ours[0]}")
 
     def prolog_flags(self) -> Check:
         """Judged on the flags Slurm sets, implied ones included (``RunInJob`` alone is
@@ -212,6 +230,27 @@ class Doctor:
             pass
         return Check(WARN, "syslog", "/dev/log is not a socket: hook lines reach only "
                      "the node's hook log; start a syslog daemon or journald")  # fmt: skip
+
+
+def _unrunnable(entry: str, paths: list[str]) -> str:
+    """Why slurmd cannot run one script entry ('' when it can)."""
+    if not paths:
+        return f"{entry} matches no file: slurmd fails the script (and drains the node)"
+    dirs = [p for p in paths if os.path.isdir(p)]
+    if dirs:
+        return (f"{dirs[0]} is a directory: slurmd would try to run it; to run the "
+                f"scripts in it write {dirs[0].rstrip('/')}/*")  # fmt: skip
+    return ""
+
+
+def _runs(path: str, program: str) -> bool:
+    """``path`` is ``program``, a symlink to it, or a small script naming it."""
+    if program in (os.path.basename(path), os.path.basename(os.path.realpath(path))):
+        return True
+    try:
+        return program.encode() in read_bounded(os.path.realpath(path), _WRAPPER_MAX)
+    except OSError:  # not a regular file, too large for a wrapper, unreadable
+        return False
 
 
 def _gcp_version(path: str) -> str:

@@ -18,6 +18,7 @@ a site whose settings it cannot see gets the safe answer (no job is ever proven 
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,12 +62,24 @@ class SlurmSettings:
     prolog_flags: frozenset[str]
     job_container: str
     cluster: str = ""
-    hooks: tuple[tuple[str, str], ...] = ()
-    """``Prolog``, ``Epilog``, ``TaskProlog``, the timeouts, ``PlugStackConfig`` as
-    written (for ``globus-tmp-admin doctor``)."""
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Every value of each key read (lower case), in the order Slurm reads them
+    (``Include`` files where they are included; for ``globus-tmp-admin doctor``)."""
 
     def hook(self, key: str) -> str:
-        return dict(self.hooks).get(key.lower(), "")
+        """The value in effect of a single-valued key: the last one (Slurm's parser keeps
+        the latest value of a key given more than once)."""
+        entries = self.entries(key)
+        return entries[-1] if entries else ""
+
+    def entries(self, key: str) -> tuple[str, ...]:
+        """Every value of ``key``: ``Prolog`` and ``Epilog`` are lists from 24.05 (one
+        entry per line, each run in turn; a comma is part of a path, not a separator)."""
+        return dict(self.values).get(key.lower(), ())
+
+    def scripts(self, key: str) -> list[tuple[str, list[str]]]:
+        """Each ``key`` entry (``Prolog``/``Epilog``) with the programs slurmd runs for it."""
+        return [(entry, script_paths(Path(self.path), entry)) for entry in self.entries(key)]
 
     def script_timeout(self, script: str) -> tuple[str, str]:
         """The key that sets slurmd's timeout for ``script`` (``Prolog`` or ``Epilog``),
@@ -117,8 +130,9 @@ def cluster_name(cfg: Config, env: Mapping[str, str]) -> str:
 
 def read_slurm_settings(path: Path) -> SlurmSettings:
     """The settings from ``path`` (and its ``Include`` files); defaults where absent."""
-    values: dict[str, str] = {}
-    found = _read_into(path, values, depth=0)
+    lists: dict[str, list[str]] = {}
+    found = _read_into(path, lists, depth=0)
+    values = {key: entries[-1] for key, entries in lists.items()}  # the latest wins
     flags = effective_prolog_flags(values.get("prologflags", ""))
     return SlurmSettings(
         path=str(path),
@@ -127,8 +141,17 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         prolog_flags=flags,
         job_container=(values.get("jobcontainertype") or values.get("namespacetype") or "").lower(),
         cluster=values.get("clustername", ""),
-        hooks=tuple((k, values[k]) for k in _WANTED if k in values),
+        values=tuple((k, tuple(lists[k])) for k in _WANTED if k in lists),
     )
+
+
+def script_paths(slurm_conf: Path, entry: str) -> list[str]:
+    """The programs slurmd runs for one ``Prolog``/``Epilog`` entry: a relative entry is
+    beside slurm.conf (``get_extra_conf_path``; configless: in the conf cache), and the
+    entry is a glob(3) pattern whose matches run in turn (``prep_script_slurmd.c``). A
+    plain path matches only if it exists; no match at all fails the script."""
+    path = entry if entry.startswith("/") else str(slurm_conf.parent / entry)
+    return sorted(glob.glob(path))
 
 
 def effective_prolog_flags(text: str) -> frozenset[str]:
@@ -137,7 +160,7 @@ def effective_prolog_flags(text: str) -> frozenset[str]:
     return frozenset(written.union(*(IMPLIED_FLAGS.get(f, ()) for f in written)))
 
 
-def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
+def _read_into(path: Path, values: dict[str, list[str]], depth: int) -> bool:
     try:
         text = read_text_bounded(path, STATE)
     except OSError:
@@ -153,7 +176,7 @@ def _read_into(path: Path, values: dict[str, str], depth: int) -> bool:
             continue
         key, sep, value = first.partition("=")
         if sep and key.lower() in _WANTED:
-            values[key.lower()] = value.strip().strip('"')
+            values.setdefault(key.lower(), []).append(value.strip().strip('"'))
     return True
 
 

@@ -54,3 +54,63 @@ def test_prolog_and_epilog_timeouts_are_judged_each_on_its_own(tmp_path: Path) -
     unset = _doctor(tmp_path, "PrologTimeout=200\n").timeouts()
     assert _one(unset, "slurm.conf Prolog timeout").level == OK
     assert _one(unset, "slurm.conf Epilog timeout").level == WARN
+
+
+def _program(where: Path, name: str) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_every_prolog_line_and_glob_is_what_slurmd_runs(tmp_path: Path) -> None:
+    """24.05+: several Prolog= lines all run; an entry is a glob(3) pattern."""
+    ours = _program(tmp_path / "venv" / "bin", "globus-tmp-prolog")
+    site = _program(tmp_path / "site", "nhc-prolog")
+    both = _doctor(tmp_path, f"Prolog={site}\nProlog={ours}\n").hook_script(
+        "Prolog", "globus-tmp-prolog"
+    )
+    assert both.level == OK, both.line()
+    assert (
+        _doctor(tmp_path, f"Prolog={ours}\nProlog={site}\n")
+        .hook_script("Prolog", "globus-tmp-prolog")
+        .level
+        == OK
+    ), "the last line is not the only one"
+    prolog_d = tmp_path / "prolog.d"
+    prolog_d.mkdir()
+    (prolog_d / "50-globus-tmp").symlink_to(ours)
+    (prolog_d / "10-site").symlink_to(site)
+    glob = _doctor(tmp_path, f"Prolog={prolog_d}/*\n").hook_script("Prolog", "globus-tmp-prolog")
+    assert glob.level == OK and "50-globus-tmp" in glob.detail, glob.line()
+    wrapper = tmp_path / "epilog.d" / "90-gt"
+    _program(wrapper.parent, "90-gt").write_text(
+        f"#!/bin/sh\nexec {ours.parent}/globus-tmp-epilog\n"
+    )
+    relative = _doctor(tmp_path, "Epilog=epilog.d/*\n").hook_script("Epilog", "globus-tmp-epilog")
+    assert relative.level == OK, relative.line()
+
+
+def test_script_entries_slurmd_cannot_run_fail(tmp_path: Path) -> None:
+    ours = _program(tmp_path / "bin", "globus-tmp-prolog")
+    (tmp_path / "prolog.d").mkdir()
+    (tmp_path / "prolog.d" / "x").symlink_to(ours)
+    other = _doctor(tmp_path, f"Prolog={tmp_path}/site-prolog\n").hook_script(
+        "Prolog", "globus-tmp-prolog"
+    )
+    assert other.level == FAIL and "matches no file" in other.detail
+    a_dir = _doctor(tmp_path, f"Prolog={tmp_path}/prolog.d\n").hook_script(
+        "Prolog", "globus-tmp-prolog"
+    )
+    assert a_dir.level == FAIL and f"write {tmp_path}/prolog.d/*" in a_dir.detail, a_dir.line()
+    empty = _doctor(tmp_path, f"Prolog={ours}\nProlog={tmp_path}/none.d/*\n").hook_script(
+        "Prolog", "globus-tmp-prolog"
+    )
+    assert empty.level == FAIL and "none.d/* matches no file" in empty.detail
+    unset = _doctor(tmp_path, "").hook_script("Epilog", "globus-tmp-epilog")
+    assert unset.level == FAIL and "Epilog=(unset)" in unset.detail
+    name_only = _doctor(tmp_path, "Prolog=/opt/globus-tmp-prologue\n").hook_script(
+        "Prolog", "globus-tmp-prolog"
+    )
+    assert name_only.level == FAIL, "a substring of a path is not the program"

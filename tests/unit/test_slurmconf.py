@@ -74,3 +74,11 @@ def test_a_start_under_run_in_job_says_so_in_one_line(tmp_path: Path) -> None:
         lifecycle._start_or_take_over(user, "7", "")
     (line,) = log.errors
     assert "RunInJob" in line and "job 7" in line and "Alloc,Contain" in line
+
+
+def test_prolog_lines_are_a_list_and_commas_are_part_of_a_path(tmp_path: Path) -> None:
+    (tmp_path / "more.conf").write_text("Prolog=/b\n")
+    settings = _settings(tmp_path, "Prolog=/a\nInclude more.conf\nProlog=/c,/d\nEpilog=/e\n")
+    assert settings.entries("Prolog") == ("/a", "/b", "/c,/d")
+    assert settings.hook("Prolog") == "/c,/d" and settings.entries("Epilog") == ("/e",)
+    assert settings.entries("TaskProlog") == () and settings.hook("TaskProlog") == ""
