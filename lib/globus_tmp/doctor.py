@@ -27,6 +27,9 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
 HOOKS = {"Prolog": "globus-tmp-prolog", "Epilog": "globus-tmp-epilog",
          "TaskProlog": "globus-tmp-taskprolog"}  # fmt: skip
+TIMER = "globus-tmp-reconcile.timer"
+TIMER_ENABLED = f"/etc/systemd/system/timers.target.wants/{TIMER}"
+"""Where ``systemctl enable`` links the timer (``WantedBy=timers.target``)."""
 _WRAPPER_MAX = 64 * 1024
 """A script larger than this is not read to find out whether it runs our hook."""
 
@@ -50,6 +53,7 @@ class Doctor:
         self, cfg: Config, node: str, slurm: SlurmSettings, user: UserIdentity | None = None
     ) -> None:
         self.cfg, self.node, self.slurm, self.user = cfg, node, slurm, user
+        self.timer_enabled = Path(TIMER_ENABLED)
 
     def run(self) -> list[Check]:
         return [
@@ -58,6 +62,7 @@ class Doctor:
             self.state_dir(),
             self.interpreter(),
             *self.slurm_conf(),
+            self.periodic_reconcile(),
             self.private_tmp(),
             self.user_dir(),
             self.syslog(),
@@ -177,6 +182,39 @@ class Doctor:
                          f"above hook_timeout ({hook:g} s), e.g. {int(hook + 60)}")  # fmt: skip
         return Check(OK, name, f"{key}={value} > hook_timeout {hook:g}")
 
+    def periodic_reconcile(self) -> Check:
+        """Orphans on a node where their user never runs again are found only by a
+        periodic ``reconcile``: the systemd timer, or ``globus-tmp-healthcheck`` as
+        HealthCheckProgram, which slurmd runs every ``HealthCheckInterval`` unless
+        ``HealthCheckNodeState`` says ``START_ONLY`` (25.11: only at slurmd's start) or
+        ``NONDRAINED_IDLE`` (only on idle nodes: a node kept busy never runs it)."""
+        s, name = self.slurm, "periodic reconcile"
+        fix = (f"enable the timer instead: install slurm-conf-snippets/{TIMER} and .service, "
+               f"systemctl enable --now {TIMER}")  # fmt: skip
+        if os.path.lexists(self.timer_enabled):
+            return Check(OK, name, f"{TIMER} is enabled")
+        program = s.hook("HealthCheckProgram")
+        path = program if program.startswith("/") else ""
+        if not path or not _runs(path, "globus-tmp-healthcheck"):
+            return Check(WARN, name, f"HealthCheckProgram={program or '(unset)'} is not "
+                         f"globus-tmp-healthcheck and {TIMER} is not enabled: orphans live "
+                         f"until the user's next job on the node; {fix}")  # fmt: skip
+        states, interval = s.health_check_node_state, s.hook("HealthCheckInterval")
+        if "START_ONLY" in states:
+            why = "slurmd runs HealthCheckProgram only when slurmd starts"
+        elif "NONDRAINED_IDLE" in states:
+            why = "slurmd runs HealthCheckProgram only on idle nodes that are not drained"
+        elif _seconds(interval) is None:
+            return Check(WARN, name, f"HealthCheckInterval={interval or '(unset)'}: slurmd "
+                         f"never runs HealthCheckProgram; set HealthCheckInterval=300, or "
+                         f"{fix}")  # fmt: skip
+        else:
+            return Check(OK, name, f"globus-tmp-healthcheck every {interval} s "
+                         "(HealthCheckProgram)")  # fmt: skip
+        return Check(WARN, name, f"HealthCheckNodeState={s.hook('HealthCheckNodeState')}: "
+                     f"{why}, so reconcile through globus-tmp-healthcheck does not run "
+                     f"periodically; {fix}")  # fmt: skip
+
     def private_tmp(self) -> Check:
         s = self.slurm
         if not s.private_tmp:
@@ -230,6 +268,15 @@ class Doctor:
             pass
         return Check(WARN, "syslog", "/dev/log is not a socket: hook lines reach only "
                      "the node's hook log; start a syslog daemon or journald")  # fmt: skip
+
+
+def _seconds(value: str) -> float | None:
+    """A positive number of seconds, or None (unset, 0, not a number)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
 
 
 def _unrunnable(entry: str, paths: list[str]) -> str:

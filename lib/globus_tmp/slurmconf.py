@@ -41,6 +41,9 @@ _WANTED = (
     "prologtimeout",
     "epilogtimeout",
     "plugstackconfig",
+    "healthcheckprogram",
+    "healthcheckinterval",
+    "healthchecknodestate",
 )
 PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
 IMPLIED_FLAGS = {
@@ -90,6 +93,12 @@ class SlurmSettings:
         if self.hook(own):
             return own, self.hook(own)
         return "PrologEpilogTimeout", self.hook("PrologEpilogTimeout")
+
+    @property
+    def health_check_node_state(self) -> frozenset[str]:
+        """``HealthCheckNodeState`` as upper-case words (Slurm's default: ``ANY``)."""
+        words = {w.strip().upper() for w in self.hook("HealthCheckNodeState").split(",")}
+        return frozenset(w for w in words if w) or frozenset({"ANY"})
 
     @property
     def contain(self) -> bool:

@@ -114,3 +114,23 @@ def test_script_entries_slurmd_cannot_run_fail(tmp_path: Path) -> None:
         "Prolog", "globus-tmp-prolog"
     )
     assert name_only.level == FAIL, "a substring of a path is not the program"
+
+
+def test_health_check_node_states_that_stop_the_periodic_reconcile_warn(tmp_path: Path) -> None:
+    hc = _program(tmp_path / "bin", "globus-tmp-healthcheck")
+    base = f"HealthCheckProgram={hc}\nHealthCheckInterval=300\n"
+    doctor = _doctor(tmp_path, base)
+    doctor.timer_enabled = tmp_path / "no-timer"
+    assert doctor.periodic_reconcile().level == OK
+    for state in ("START_ONLY", "IDLE,NONDRAINED_IDLE", "start_only,CYCLE"):
+        doctor = _doctor(tmp_path, base + f"HealthCheckNodeState={state}\n")
+        doctor.timer_enabled = tmp_path / "no-timer"
+        check = doctor.periodic_reconcile()
+        assert check.level == WARN and "not run periodically" in check.detail, check.line()
+        assert "globus-tmp-reconcile.timer" in check.detail
+        doctor.timer_enabled.symlink_to("/lib/systemd/system/globus-tmp-reconcile.timer")
+        assert doctor.periodic_reconcile().level == OK, "the timer does the work"
+        doctor.timer_enabled.unlink()
+    never = _doctor(tmp_path, f"HealthCheckProgram={hc}\n")
+    never.timer_enabled = tmp_path / "no-timer"
+    assert never.periodic_reconcile().level == WARN
