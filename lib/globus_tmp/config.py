@@ -113,6 +113,11 @@ class Config:
     """CPUs one user's GCP (with its transfers) may use, e.g. 2.0; 0: no limit."""
     gcp_memory_max: int = 0
     """Bytes of memory one user's GCP may use; 0: no limit."""
+    slurm_bin_dir: str = ""
+    """The directory of Slurm's commands (``squeue``, ``scontrol``, ``slurmd``), e.g.
+    ``/opt/slurm/bin`` for a Slurm installed under a prefix (its ``../sbin`` is searched
+    too, where ``make install`` puts ``slurmd``); empty: ``/usr/local/bin:/usr/bin:/bin``
+    and the ``sbin`` directories. Slurm commands never come from a caller's PATH."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 

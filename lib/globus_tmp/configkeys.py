@@ -51,7 +51,7 @@ _SECONDS = frozenset(
 )
 _BYTES = frozenset({"hold_max_bytes", "gcp_memory_max"})
 _ABSOLUTE = frozenset({"gcp_path", "state_dir"})
-_ABSOLUTE_OR_EMPTY = frozenset({"log_file", "chain_health_check", "metrics_file"})
+_ABSOLUTE_OR_EMPTY = frozenset({"log_file", "chain_health_check", "metrics_file", "slurm_bin_dir"})
 _STRINGS = frozenset(
     {*_ABSOLUTE, *_ABSOLUTE_OR_EMPTY, "user_dir", "on_failure", "globus_client_id"}
 )
@@ -154,6 +154,8 @@ def check_value(key: str, value: Any, source: str) -> Any:
             raise bad("an absolute path")
         if key == "user_dir" and not value.startswith(("/", "~")):
             raise bad("an absolute path or one starting with ~")
+        if key == "slurm_bin_dir" and value and not os.path.isdir(value):
+            raise bad("an existing directory (where squeue, scontrol, slurmd are)")
         return value
     raise AssertionError(key)  # pragma: no cover - KEYS and the checks are kept in step
 

@@ -138,7 +138,7 @@ class NodeLifecycle:
         if self._jobs is None:
             from .slurmjobs import SlurmJobProbe
 
-            self._jobs = SlurmJobProbe(self.slurm, self.node)
+            self._jobs = SlurmJobProbe(self.slurm, self.node, bin_dir=self.cfg.slurm_bin_dir)
         return self._jobs
 
     @property

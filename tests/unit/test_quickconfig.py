@@ -37,6 +37,7 @@ TABLES = [
     'globus_client_id = "abc"\nglobus_service_urls = { transfer = "https://t.example" }',
     "linger_max = 1\nlinger_poll_seconds = 0.5\nlinger_unverified = 1\njob_grace = 3\n"
     "stop_grace = 2",
+    'slurm_bin_dir = "/usr/bin"',
     # refused by config: quickconfig must refuse them too
     "start_timout = 5",
     'start_timeout = "5"',
@@ -62,6 +63,8 @@ TABLES = [
     "globus_client_id = 5",
     "linger_max = nan",
     "gcp_cpu_max = nan",
+    'slurm_bin_dir = "bin"',
+    'slurm_bin_dir = "/nonexistent/slurm/bin"',
 ]
 
 
