@@ -14,14 +14,16 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .boundedio import read_bounded
 from .config import Config
+from .elfsym import NotElf, read_uint32
 from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
 from .nodestate import NodeStateStore
-from .slurmconf import SlurmSettings, job_container_bases
+from .slurmconf import SlurmSettings, job_container_bases, spank_plugins
+from .slurmview import slurm_version
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
@@ -54,6 +56,11 @@ class Doctor:
     ) -> None:
         self.cfg, self.node, self.slurm, self.user = cfg, node, slurm, user
         self.timer_enabled = Path(TIMER_ENABLED)
+        self.version_probe: Callable[[], tuple[int, int, int] | None] = lambda: slurm_version(
+            cfg.slurm_bin_dir
+        )
+        self._version: tuple[int, int, int] | None = None
+        self._version_asked = False
 
     def run(self) -> list[Check]:
         return [
@@ -131,7 +138,11 @@ class Doctor:
             entries = [(value, [path] if value and os.path.lexists(path) else [])] if value else []
         else:
             entries = s.scripts(key)
-        shown = f"{key}={' + '.join(e for e, _ in entries) or '(unset)'}"
+        version, note = self.slurm_version(), ""
+        if len(entries) > 1 and version is not None and version < (24, 5):
+            note = f" (Slurm {_release(version)} runs only the last {key}= line)"
+            entries = entries[-1:]
+        shown = f"{key}={' + '.join(e for e, _ in entries) or '(unset)'}{note}"
         fix = f"set {key}=<venv>/bin/{program} (or a symlink to it in a {key}=DIR/* directory)"
         broken = [why for why in (_unrunnable(e, paths) for e, paths in entries) if why]
         ours = [p for _, paths in entries for p in paths if _runs(p, program)]
@@ -165,11 +176,18 @@ class Doctor:
         own timeout (25.05+ ``PrologTimeout``/``EpilogTimeout``, else
         ``PrologEpilogTimeout``) must exceed the hooks' own bound. One line while both
         come from ``PrologEpilogTimeout``."""
-        scripts = [(script, *self.slurm.script_timeout(script)) for script in ("Prolog", "Epilog")]
+        s, version = self.slurm, self.slurm_version()
+        per_script = version is None or version >= (25, 5)
+        unknown = [k for k in ("PrologTimeout", "EpilogTimeout") if not per_script and s.hook(k)]
+        if unknown:
+            return [Check(FAIL, "slurm.conf timeouts", f"{', '.join(unknown)}: Slurm "
+                          f"{_release(version or ())} has no such key (25.05+) and refuses "
+                          "slurm.conf; use PrologEpilogTimeout")]  # fmt: skip
+        scripts = [(name, *s.script_timeout(name, per_script)) for name in ("Prolog", "Epilog")]
         if all(key == "PrologEpilogTimeout" for _, key, _ in scripts):
             _, key, value = scripts[0]
             return [self._timeout(f"slurm.conf {key}", key, value)]
-        return [self._timeout(f"slurm.conf {s} timeout", k, v) for s, k, v in scripts]
+        return [self._timeout(f"slurm.conf {n} timeout", k, v) for n, k, v in scripts]
 
     def _timeout(self, name: str, key: str, value: str) -> Check:
         try:
@@ -216,33 +234,69 @@ class Doctor:
                      f"periodically; {fix}")  # fmt: skip
 
     def private_tmp(self) -> Check:
-        s = self.slurm
+        s, name = self.slurm, "private /tmp"
+        plugin = s.job_container or "(none)"
         if not s.private_tmp:
-            return Check(OK, "private /tmp", f"JobContainerType={s.job_container or '(none)'}; "
-                         "jobs share the node's /tmp")  # fmt: skip
+            return Check(OK, name, f"namespace plugin {plugin}; jobs share the node's /tmp")
+        if not s.exports_private_tmp:
+            return Check(FAIL, name, f"namespace plugin {plugin} gives each job a private /tmp "
+                         "(namespace.yaml), but globus-tmp exports job_container/tmpfs and "
+                         "namespace/tmpfs only: GCP would export the host's /tmp; use "
+                         "NamespaceType=namespace/tmpfs with job_container.conf")  # fmt: skip
         bases = [b for b in job_container_bases(Path(s.path), self.node) if b.is_dir()]
         if not bases:
-            return Check(FAIL, "private /tmp", "job_container/tmpfs is on but no BasePath from "
+            return Check(FAIL, name, f"{plugin} is on but no BasePath from "
                          f"{Path(s.path).parent / 'job_container.conf'} exists")  # fmt: skip
         plugstack = Path(s.hook("plugstackconfig") or Path(s.path).parent / "plugstack.conf")
-        try:
-            text = plugstack.read_text()
-        except OSError:
-            text = ""
-        line = next((ln for ln in text.splitlines() if "globus_tmp_spank" in ln
-                     and not ln.lstrip().startswith("#")), "")  # fmt: skip
+        lines = spank_plugins(plugstack, s.hook("plugindir"))
+        line = next((ln for ln in lines if "globus_tmp_spank" in os.path.basename(ln[1])), [])
         if not line:
-            return Check(FAIL, "private /tmp", f"job_container/tmpfs is on but {plugstack} "
-                         "has no globus_tmp_spank.so line: GCP would export the host's /tmp "
-                         "and move nothing of the jobs' (see README, Private /tmp)")  # fmt: skip
-        so = line.split()[1] if len(line.split()) > 1 else ""
-        helper = next((w[7:] for w in line.split() if w.startswith("helper=")), "")
+            return Check(FAIL, name, f"{plugin} is on but {plugstack} has no "
+                         "globus_tmp_spank.so line: GCP would export the host's /tmp and move "
+                         "nothing of the jobs' (see README, Private /tmp)")  # fmt: skip
+        so = line[1]
+        helper = next((w[7:] for w in line[2:] if w.startswith("helper=")), "")
         for path, what in ((so, "plugin"), (helper, "helper")):
             if not path or not os.access(path, os.R_OK):
-                return Check(FAIL, "private /tmp", f"the SPANK {what} {path or '(unset)'} "
+                return Check(FAIL, name, f"the SPANK {what} {path or '(unset)'} "
                              f"named in {plugstack} is missing")  # fmt: skip
-        return Check(OK, "private /tmp", f"job_container/tmpfs with the SPANK plugin ({so}), "
+        built = self.spank_build(so)
+        if built.level != OK:
+            return built
+        return Check(OK, name, f"{plugin} with the SPANK plugin ({so}, {built.detail}), "
                      f"BasePath {bases[0]}")  # fmt: skip
+
+    def spank_build(self, so: str) -> Check:
+        """Slurm loads a SPANK plugin only if its ``plugin_version`` has Slurm's own
+        major.minor (``plugin_peek``), and skips an ``optional`` one that fails with a
+        verbose log line only: an upgrade without a rebuild silently stops it. The
+        version is read from the file (:mod:`globus_tmp.elfsym`), never by loading it."""
+        name, fix = (
+            "private /tmp",
+            "rebuild globus_tmp_spank.so against this Slurm (spank/Makefile)",
+        )
+        try:
+            number = read_uint32(so, "plugin_version")
+        except (OSError, NotElf) as exc:
+            return Check(FAIL, name, f"{so}: no plugin_version ({exc}); {fix}")
+        built = (number >> 16 & 0xFF, number >> 8 & 0xFF)
+        running = self.slurm_version()
+        if running is None:
+            where = self.cfg.slurm_bin_dir or "the safe PATH and sbin"
+            return Check(WARN, name, f"{so} was built for Slurm {_release(built)}; which Slurm "
+                         f"runs here is unknown (no slurmd -V or scontrol --version in "
+                         f"{where}): set slurm_bin_dir")  # fmt: skip
+        if built != running[:2]:
+            return Check(FAIL, name, f"{so} was built for Slurm {_release(built)}, this node "
+                         f"runs {_release(running)}: Slurm skips a plugin of another release "
+                         f"(an optional one silently); {fix}")  # fmt: skip
+        return Check(OK, name, f"built for Slurm {_release(built)}")
+
+    def slurm_version(self) -> tuple[int, int, int] | None:
+        """The running Slurm's version (asked once; None: unknown)."""
+        if not self._version_asked:
+            self._version, self._version_asked = self.version_probe(), True
+        return self._version
 
     def user_dir(self) -> Check:
         """Leases need link() on the users' file system: tried as the user."""
@@ -270,6 +324,11 @@ class Doctor:
                      "the node's hook log; start a syslog daemon or journald")  # fmt: skip
 
 
+def _release(version: tuple[int, ...]) -> str:
+    """``(24, 11, 7)`` -> ``24.11.7``; ``(22, 5)`` -> ``22.05``."""
+    return ".".join(f"{n:02d}" if i == 1 else str(n) for i, n in enumerate(version))
+
+
 def _seconds(value: str) -> float | None:
     """A positive number of seconds, or None (unset, 0, not a number)."""
     try:
@@ -282,7 +341,7 @@ def _seconds(value: str) -> float | None:
 def _unrunnable(entry: str, paths: list[str]) -> str:
     """Why slurmd cannot run one script entry ('' when it can)."""
     if not paths:
-        return f"{entry} matches no file: slurmd fails the script (and drains the node)"
+        return f"{entry} matches no file: slurmd cannot run it (a failed Prolog drains the node)"
     dirs = [p for p in paths if os.path.isdir(p)]
     if dirs:
         return (f"{dirs[0]} is a directory: slurmd would try to run it; to run the "

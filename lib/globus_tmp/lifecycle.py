@@ -331,7 +331,7 @@ class NodeLifecycle:
     def _private_tmp_paths(self, user: UserIdentity) -> tuple[str, ...]:
         """With job_container/tmpfs, GCP also exposes the user's export root, below
         which each job's private /tmp appears (see :mod:`globus_tmp.privatetmp`)."""
-        if not self.slurm.private_tmp:
+        if not self.slurm.exports_private_tmp:
             return ()
         return (str(self.private_tmp.ensure_export_root(user.name)),)
 

@@ -6,9 +6,11 @@
   job's whole life, so "no step here" proves "job gone"; without it, it does not. Flags
   imply others as ``prolog_str2flags`` in Slurm's ``read_config.c`` sets them
   (:data:`IMPLIED_FLAGS`): ``PrologFlags=RunInJob`` alone is ``Alloc,Contain,RunInJob``;
-- ``JobContainerType`` (``NamespaceType`` from 25.11): ``job_container/tmpfs`` gives
-  each job a private ``/tmp`` under ``job_container.conf``'s ``BasePath``, which
-  :mod:`globus_tmp.privatetmp` exports to the user's GCP.
+- ``JobContainerType`` (``NamespaceType`` from 25.11, which wins when both are set):
+  ``job_container/tmpfs`` (``namespace/tmpfs``) gives each job a private ``/tmp`` under
+  ``job_container.conf``'s ``BasePath``, which :mod:`globus_tmp.privatetmp` exports to
+  the user's GCP; 25.11's ``namespace/linux`` gives one too, configured in
+  ``namespace.yaml``, which globus-tmp does not export.
 
 slurmd hands the hooks ``SLURM_CONF``; ``HealthCheckProgram`` gets no such variable,
 so the file beside ``globus-tmp.conf`` is the next guess, then Slurm's default. Only
@@ -41,11 +43,16 @@ _WANTED = (
     "prologtimeout",
     "epilogtimeout",
     "plugstackconfig",
+    "plugindir",
     "healthcheckprogram",
     "healthcheckinterval",
     "healthchecknodestate",
 )
-PRIVATE_TMP_PLUGINS = ("job_container/tmpfs", "namespace/tmpfs")
+EXPORTED_PRIVATE_TMP = ("job_container/tmpfs", "namespace/tmpfs")
+"""The plugins whose private ``/tmp`` globus-tmp exports (``job_container.conf``)."""
+PRIVATE_TMP_PLUGINS = (*EXPORTED_PRIVATE_TMP, "namespace/linux")
+"""Every plugin that gives each job a private ``/tmp``."""
+DEFAULT_PLUGIN_DIR = "/usr/local/lib/slurm"
 IMPLIED_FLAGS = {
     "contain": ("alloc",),
     "runinjob": ("alloc", "contain"),
@@ -84,13 +91,14 @@ class SlurmSettings:
         """Each ``key`` entry (``Prolog``/``Epilog``) with the programs slurmd runs for it."""
         return [(entry, script_paths(Path(self.path), entry)) for entry in self.entries(key)]
 
-    def script_timeout(self, script: str) -> tuple[str, str]:
+    def script_timeout(self, script: str, per_script: bool = True) -> tuple[str, str]:
         """The key that sets slurmd's timeout for ``script`` (``Prolog`` or ``Epilog``),
         and its value (empty: unset, slurmd waits forever). From 25.05 ``PrologTimeout``
         and ``EpilogTimeout`` override ``PrologEpilogTimeout`` for their script
-        (``read_config.c``: ``prolog_timeout`` defaults to ``PrologEpilogTimeout``)."""
+        (``read_config.c``: ``prolog_timeout`` defaults to ``PrologEpilogTimeout``);
+        ``per_script=False``: a Slurm before 25.05, which has only the shared key."""
         own = f"{script}Timeout"
-        if self.hook(own):
+        if per_script and self.hook(own):
             return own, self.hook(own)
         return "PrologEpilogTimeout", self.hook("PrologEpilogTimeout")
 
@@ -112,8 +120,13 @@ class SlurmSettings:
 
     @property
     def private_tmp(self) -> bool:
-        """Whether each job gets a private ``/tmp`` (job_container/tmpfs)."""
-        return self.job_container in PRIVATE_TMP_PLUGINS
+        """Whether each job gets a private ``/tmp`` (tmpfs, or 25.11's namespace/linux)."""
+        return any(p in PRIVATE_TMP_PLUGINS for p in self.job_container.split(","))
+
+    @property
+    def exports_private_tmp(self) -> bool:
+        """Whether that private ``/tmp`` is one globus-tmp exports (job_container.conf)."""
+        return any(p in EXPORTED_PRIVATE_TMP for p in self.job_container.split(","))
 
     def spool_dir_for(self, node: str) -> Path:
         text = self.spool_dir.replace("%n", node).replace("%h", os.uname().nodename)
@@ -148,7 +161,7 @@ def read_slurm_settings(path: Path) -> SlurmSettings:
         found=found,
         spool_dir=values.get("slurmdspooldir", DEFAULT_SPOOL_DIR),
         prolog_flags=flags,
-        job_container=(values.get("jobcontainertype") or values.get("namespacetype") or "").lower(),
+        job_container=namespace_plugins(values),
         cluster=values.get("clustername", ""),
         values=tuple((k, tuple(lists[k])) for k in _WANTED if k in lists),
     )
@@ -161,6 +174,61 @@ def script_paths(slurm_conf: Path, entry: str) -> list[str]:
     plain path matches only if it exists; no match at all fails the script."""
     path = entry if entry.startswith("/") else str(slurm_conf.parent / entry)
     return sorted(glob.glob(path))
+
+
+def namespace_plugins(values: Mapping[str, str]) -> str:
+    """The job namespace plugins slurmd loads, comma-separated (empty: none). 25.11's
+    ``read_config.c``: ``NamespaceType`` wins over ``JobContainerType``, and a value
+    containing ``none`` (any case) means none; ``namespace_g_init`` splits it at commas,
+    drops a ``namespace/`` or ``job_container/`` prefix and loads ``namespace/<name>``
+    (so ``tmpfs`` is ``namespace/tmpfs``). Up to 24.11 ``JobContainerType`` alone, a bare
+    name meaning ``job_container/<name>``."""
+    raw, family = values.get("namespacetype", ""), "namespace/"
+    if not raw:
+        raw, family = values.get("jobcontainertype", ""), "job_container/"
+    if not raw or "none" in raw.lower():
+        return ""
+    names = []
+    for name in raw.lower().split(","):
+        for prefix in ("namespace/", "job_container/"):
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+                break
+        names.append(family + name)
+    return ",".join(names)
+
+
+def spank_plugins(plugstack: Path, plugin_dir: str = "", depth: int = 0) -> list[list[str]]:
+    """The plugin lines of ``plugstack`` as Slurm's ``spank.c`` reads them, ``include``
+    globs followed (relative to the including file): ``[kind, path, *args]`` with
+    ``kind`` ``optional`` or ``required``, a relative plugin path found in
+    ``PluginDir``. A missing file is no plugin."""
+    try:
+        text = read_text_bounded(plugstack, STATE)
+    except OSError:
+        return []
+    out: list[list[str]] = []
+    for raw in text.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        kind, path = words[0], words[1]
+        if kind == "include" and depth < 4:
+            pattern = path if path.startswith("/") else str(plugstack.parent / path)
+            for inc in sorted(glob.glob(pattern)):
+                out.extend(spank_plugins(Path(inc), plugin_dir, depth + 1))
+        elif kind in ("optional", "required"):
+            out.append([kind, _plugin_path(path, plugin_dir), *words[2:]])
+    return out
+
+
+def _plugin_path(path: str, plugin_dir: str) -> str:
+    if path.startswith("/"):
+        return path
+    for where in (plugin_dir or DEFAULT_PLUGIN_DIR).split(":"):
+        if where and os.path.exists(os.path.join(where, path)):
+            return os.path.join(where, path)
+    return path
 
 
 def effective_prolog_flags(text: str) -> frozenset[str]:

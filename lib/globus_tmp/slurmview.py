@@ -8,6 +8,7 @@ answer that cannot be had is ``None``, never a guess.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 
@@ -98,3 +99,21 @@ def slurm_program(program: str, bin_dir: str = "") -> str | None:
     else:
         search = os.pathsep.join((SAFE_PATH, SYSTEM_SBIN))
     return shutil.which(program, path=search)
+
+
+def slurm_version(bin_dir: str = "", timeout: float = 10.0) -> tuple[int, int, int] | None:
+    """The Slurm this node runs: ``slurmd -V`` (slurmstepd, which loads the SPANK plugin,
+    is slurmd's), else ``scontrol --version``; None when neither answers. Both print
+    e.g. ``slurm 24.11.7`` (Debian: ``slurm-wlm 22.05.8``)."""
+    for program, flag in (("slurmd", "-V"), ("scontrol", "--version")):
+        path = slurm_program(program, bin_dir)
+        if not path:
+            continue
+        try:
+            out = run_bounded([path, flag], timeout, check=True).stdout
+        except CommandError:
+            continue
+        found = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
+        if found:
+            return int(found[1]), int(found[2]), int(found[3])
+    return None

@@ -9,11 +9,21 @@ from globus_tmp.config import Config
 from globus_tmp.doctor import FAIL, OK, WARN, Check, Doctor
 from globus_tmp.slurmconf import read_slurm_settings
 
+from unit.elfbuild import write_elf
 
-def _doctor(tmp_path: Path, text: str, cfg: Config | None = None) -> Doctor:
+
+def _doctor(
+    tmp_path: Path,
+    text: str,
+    cfg: Config | None = None,
+    version: tuple[int, int, int] | None = (25, 11, 7),
+) -> Doctor:
+    """A doctor for ``text`` as slurm.conf, on a node that runs Slurm ``version``."""
     conf = tmp_path / "slurm.conf"
     conf.write_text(text)
-    return Doctor(cfg or Config(), "n1", read_slurm_settings(conf))
+    doctor = Doctor(cfg or Config(), "n1", read_slurm_settings(conf))
+    doctor.version_probe = lambda: version
+    return doctor
 
 
 def _one(checks: list[Check], name: str) -> Check:
@@ -134,3 +144,59 @@ def test_health_check_node_states_that_stop_the_periodic_reconcile_warn(tmp_path
     never = _doctor(tmp_path, f"HealthCheckProgram={hc}\n")
     never.timer_enabled = tmp_path / "no-timer"
     assert never.periodic_reconcile().level == WARN
+
+
+def _plugstack(tmp_path: Path, so: Path, helper: Path) -> str:
+    """slurm.conf lines for namespace/tmpfs with the plugin in an included plugstack file."""
+    base = tmp_path / "jc"
+    (base / "n1").mkdir(parents=True)
+    (tmp_path / "job_container.conf").write_text(f"AutoBasePath=true\nBasePath={base}\n")
+    (tmp_path / "plugstack.conf.d").mkdir()
+    (tmp_path / "plugstack.conf").write_text("include plugstack.conf.d/*.conf\n")
+    (tmp_path / "plugstack.conf.d" / "gt.conf").write_text(
+        f"optional {so} helper={helper} timeout=30\n"
+    )
+    return "PrologFlags=Contain\nNamespaceType=tmpfs\n"
+
+
+def test_a_spank_plugin_built_for_another_slurm_fails(tmp_path: Path) -> None:
+    """Slurm skips an optional plugin of another major.minor silently."""
+    helper = _program(tmp_path / "bin", "globus-tmp-privatetmp")
+    so = write_elf(tmp_path / "globus_tmp_spank.so", "plugin_version", 0x160508)  # 22.05.8
+    text = _plugstack(tmp_path, so, helper)
+    same = _doctor(tmp_path, text, version=(22, 5, 2)).private_tmp()
+    assert same.level == OK and "built for Slurm 22.05" in same.detail, same.line()
+    upgraded = _doctor(tmp_path, text, version=(24, 11, 7)).private_tmp()
+    assert upgraded.level == FAIL, upgraded.line()
+    assert "built for Slurm 22.05, this node runs 24.11.7" in upgraded.detail
+    assert upgraded.detail.endswith(
+        "rebuild globus_tmp_spank.so against this Slurm (spank/Makefile)"
+    )
+    unknown = _doctor(tmp_path, text, version=None).private_tmp()
+    assert unknown.level == WARN and "slurm_bin_dir" in unknown.detail
+    so.write_text("not a plugin")
+    assert _doctor(tmp_path, text).private_tmp().level == FAIL
+
+
+def test_namespace_linux_is_a_private_tmp_globus_tmp_does_not_export(tmp_path: Path) -> None:
+    check = _doctor(tmp_path, "NamespaceType=namespace/linux\nJobContainerType=tmpfs\n")
+    line = check.private_tmp()
+    assert line.level == FAIL, line.line()
+    assert "exports job_container/tmpfs and namespace/tmpfs only" in line.detail
+    none = _doctor(tmp_path, "NamespaceType=namespace/none\nJobContainerType=tmpfs\n")
+    assert none.private_tmp().level == OK and "share the node's /tmp" in none.private_tmp().detail
+
+
+def test_slurm_22_05_runs_only_the_last_prolog_line_and_knows_no_prolog_timeout(
+    tmp_path: Path,
+) -> None:
+    ours = _program(tmp_path / "venv" / "bin", "globus-tmp-prolog")
+    site = _program(tmp_path / "site", "nhc-prolog")
+    text = f"Prolog={ours}\nProlog={site}\n"
+    old = _doctor(tmp_path, text, version=(22, 5, 8)).hook_script("Prolog", "globus-tmp-prolog")
+    assert old.level == FAIL and "runs only the last Prolog= line" in old.detail, old.line()
+    new = _doctor(tmp_path, text, version=(24, 11, 7)).hook_script("Prolog", "globus-tmp-prolog")
+    assert new.level == OK
+    timeouts = "PrologEpilogTimeout=300\nPrologTimeout=200\n"
+    (check,) = _doctor(tmp_path, timeouts, version=(24, 11, 7)).timeouts()
+    assert check.level == FAIL and "PrologTimeout" in check.detail and "25.05" in check.detail

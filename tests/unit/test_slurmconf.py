@@ -82,3 +82,31 @@ def test_prolog_lines_are_a_list_and_commas_are_part_of_a_path(tmp_path: Path) -
     assert settings.entries("Prolog") == ("/a", "/b", "/c,/d")
     assert settings.hook("Prolog") == "/c,/d" and settings.entries("Epilog") == ("/e",)
     assert settings.entries("TaskProlog") == () and settings.hook("TaskProlog") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "plugin", "private", "exported"),
+    [
+        ("JobContainerType=job_container/tmpfs\n", "job_container/tmpfs", True, True),
+        ("JobContainerType=tmpfs\n", "job_container/tmpfs", True, True),
+        ("NamespaceType=tmpfs\n", "namespace/tmpfs", True, True),
+        ("NamespaceType=job_container/tmpfs\n", "namespace/tmpfs", True, True),
+        # 25.11: NamespaceType wins when both are set
+        (
+            "JobContainerType=job_container/tmpfs\nNamespaceType=linux\n",
+            "namespace/linux",
+            True,
+            False,
+        ),
+        ("NamespaceType=namespace/linux\n", "namespace/linux", True, False),
+        ("JobContainerType=job_container/none\n", "", False, False),
+        ("NamespaceType=None\nJobContainerType=tmpfs\n", "", False, False),
+        ("", "", False, False),
+    ],
+)
+def test_the_namespace_plugin_as_slurm_names_it(
+    tmp_path: Path, text: str, plugin: str, private: bool, exported: bool
+) -> None:
+    settings = _settings(tmp_path, text)
+    assert settings.job_container == plugin
+    assert settings.private_tmp == private and settings.exports_private_tmp == exported

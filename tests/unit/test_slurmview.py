@@ -42,3 +42,16 @@ def test_commands_come_from_slurm_bin_dir_and_its_sbin(tmp_path: Path) -> None:
     conf.write_text(f"SlurmdSpoolDir={tmp_path / 'spool'}\nPrologFlags=Alloc\n")
     probe = SlurmJobProbe(read_slurm_settings(conf), "n1", bin_dir=str(prefix / "bin"))
     assert probe.running_here("alice") == {"5"}
+
+
+def test_the_running_slurm_version_from_slurmd_or_scontrol(tmp_path: Path) -> None:
+    from globus_tmp.slurmview import slurm_version
+
+    bin_dir = tmp_path / "opt" / "bin"
+    _tool(bin_dir, "scontrol", "echo slurm 24.11.7")
+    assert slurm_version(str(bin_dir)) == (24, 11, 7)
+    _tool(tmp_path / "opt" / "sbin", "slurmd", "echo slurm-wlm 25.11.1")
+    assert slurm_version(str(bin_dir)) == (25, 11, 1), "slurmd is asked first"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert slurm_version(str(empty)) is None
