@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "globus-tmp.conf"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
+FALLBACK_CONFIG = "/etc/slurm/globus-tmp.conf"
+"""Read when no file is beside ``SLURM_CONF``: a configless slurmd (23.11+) hands the
+hooks ``SLURM_CONF=<SlurmdSpoolDir>/conf-cache/slurm.conf``, and slurmctld pushes only
+Slurm's own files there. It is the place every program without ``SLURM_CONF`` already
+reads (``HealthCheckProgram``, the reconcile timer), so one file serves them all."""
 CACHE_DIR = "/run/globus-tmp/.config-cache"
 MAX_CONFIG = 1 << 20
 """A larger file is not a configuration (and is never read whole)."""
@@ -78,6 +83,12 @@ def config_file(env: Mapping[str, str]) -> tuple[str, bool]:
         return explicit, True
     slurm_conf = env.get("SLURM_CONF") or DEFAULT_SLURM_CONF
     return os.path.join(os.path.dirname(slurm_conf.rstrip("/") or "/"), CONFIG_NAME), False
+
+
+def fallback_config(path: str, explicit: bool) -> str | None:
+    """Where to look when the file ``config_file`` named does not exist: nowhere for a
+    file named explicitly, else :data:`FALLBACK_CONFIG` (unless that was ``path``)."""
+    return None if explicit or path == FALLBACK_CONFIG else FALLBACK_CONFIG
 
 
 def check_table(raw: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .boundedio import read_bounded
 from .config import Config
+from .configkeys import FALLBACK_CONFIG, config_file, fallback_config
 from .elfsym import NotElf, read_uint32
 from .errors import CommandFailed, GlobusTmpError
 from .job import UserIdentity
@@ -52,9 +54,15 @@ def worst(checks: list[Check]) -> int:
 
 class Doctor:
     def __init__(
-        self, cfg: Config, node: str, slurm: SlurmSettings, user: UserIdentity | None = None
+        self,
+        cfg: Config,
+        node: str,
+        slurm: SlurmSettings,
+        user: UserIdentity | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg, self.node, self.slurm, self.user = cfg, node, slurm, user
+        self.env = os.environ if env is None else env
         self.timer_enabled = Path(TIMER_ENABLED)
         self.version_probe: Callable[[], tuple[int, int, int] | None] = lambda: slurm_version(
             cfg.slurm_bin_dir
@@ -76,7 +84,19 @@ class Doctor:
         ]
 
     def config(self) -> Check:
-        return Check(OK, "config", f"{self.cfg.source} parsed")
+        """Which globus-tmp.conf was read. None on a configless node is the likely slip:
+        slurmctld pushes slurm.conf (and Slurm's own files) into slurmd's conf cache, not
+        ours, so a file beside the old slurm.conf is not beside ``SLURM_CONF`` any more."""
+        if self.cfg.source != "<defaults>":
+            return Check(OK, "config", f"{self.cfg.source} parsed")
+        path, explicit = config_file(self.env)
+        looked = [path, *filter(None, [fallback_config(path, explicit)])]
+        none = f"no globus-tmp.conf at {' nor '.join(looked)}: running on defaults"
+        if self.slurm.configless:
+            return Check(WARN, "config", f"{none}, and {self.slurm.path} is a configless "
+                         "copy from slurmctld, which does not push globus-tmp.conf: put it "
+                         f"at {FALLBACK_CONFIG} on every node")  # fmt: skip
+        return Check(OK, "config", none)
 
     def gcp(self) -> Check:
         """``gcp_path`` runs (as nobody: GCP refuses root) and says its version."""

@@ -13,7 +13,10 @@
   ``namespace.yaml``, which globus-tmp does not export.
 
 slurmd hands the hooks ``SLURM_CONF``; ``HealthCheckProgram`` gets no such variable,
-so the file beside ``globus-tmp.conf`` is the next guess, then Slurm's default. Only
+so the file beside ``globus-tmp.conf`` is the next guess, then Slurm's default, then
+``/run/slurm/conf/slurm.conf``: a configless slurmd (23.11+) keeps slurmctld's copy in
+``<SlurmdSpoolDir>/conf-cache`` and links ``/run/slurm/conf`` to it, as Slurm's
+commands find it. Only
 top-level ``Key=Value`` lines and ``Include`` are read: this is not a Slurm parser, and
 a site whose settings it cannot see gets the safe answer (no job is ever proven gone).
 """
@@ -30,6 +33,9 @@ from .boundedio import STATE, read_text_bounded
 from .config import DEFAULT_SLURM_CONF, Config
 
 DEFAULT_SPOOL_DIR = "/var/spool/slurmd"
+CONFIGLESS_SLURM_CONF = "/run/slurm/conf/slurm.conf"
+CONF_CACHE = "conf-cache"
+"""The directory below ``SlurmdSpoolDir`` where a configless slurmd keeps its copy."""
 _WANTED = (
     "slurmdspooldir",
     "prologflags",
@@ -103,6 +109,12 @@ class SlurmSettings:
         return "PrologEpilogTimeout", self.hook("PrologEpilogTimeout")
 
     @property
+    def configless(self) -> bool:
+        """Whether this is a configless slurmd's copy of slurmctld's slurm.conf (in its
+        ``conf-cache``): files of ours beside it are not pushed there."""
+        return CONF_CACHE in Path(os.path.realpath(self.path)).parts[:-1]
+
+    @property
     def health_check_node_state(self) -> frozenset[str]:
         """``HealthCheckNodeState`` as upper-case words (Slurm's default: ``ANY``)."""
         words = {w.strip().upper() for w in self.hook("HealthCheckNodeState").split(",")}
@@ -140,6 +152,8 @@ def slurm_conf_path(cfg: Config, env: Mapping[str, str]) -> Path:
         beside = Path(cfg.source).parent / "slurm.conf"
         if beside.exists():
             return beside
+    if not os.path.exists(DEFAULT_SLURM_CONF) and os.path.exists(CONFIGLESS_SLURM_CONF):
+        return Path(CONFIGLESS_SLURM_CONF)
     return Path(DEFAULT_SLURM_CONF)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from globus_tmp.config import Config
+from globus_tmp.configkeys import FALLBACK_CONFIG
 from globus_tmp.doctor import FAIL, OK, WARN, Check, Doctor
 from globus_tmp.slurmconf import read_slurm_settings
 
@@ -200,3 +202,38 @@ def test_slurm_22_05_runs_only_the_last_prolog_line_and_knows_no_prolog_timeout(
     timeouts = "PrologEpilogTimeout=300\nPrologTimeout=200\n"
     (check,) = _doctor(tmp_path, timeouts, version=(24, 11, 7)).timeouts()
     assert check.level == FAIL and "PrologTimeout" in check.detail and "25.05" in check.detail
+
+
+def test_a_configless_node_running_on_defaults_warns(tmp_path: Path) -> None:
+    cache = tmp_path / "spool" / "conf-cache"
+    cache.mkdir(parents=True)
+    conf = cache / "slurm.conf"
+    conf.write_text("PrologFlags=Contain\n")
+    env = {"SLURM_CONF": str(conf)}
+    doctor = Doctor(Config(), "n1", read_slurm_settings(conf), env=env)
+    check = doctor.config()
+    assert check.level == WARN and "configless" in check.detail, check.line()
+    assert f"{cache}/globus-tmp.conf" in check.detail and FALLBACK_CONFIG in check.detail
+    plain = _doctor(tmp_path, "PrologFlags=Contain\n")
+    plain.env = {"SLURM_CONF": str(tmp_path / "slurm.conf")}
+    assert plain.config().level == OK and "running on defaults" in plain.config().detail
+    read = Doctor(Config(source="/etc/x/globus-tmp.conf"), "n1", read_slurm_settings(conf))
+    assert read.config().level == OK and "/etc/x/globus-tmp.conf" in read.config().detail
+
+
+def test_slurm_conf_of_a_configless_node_is_found_through_run_slurm_conf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from globus_tmp import slurmconf
+
+    cache = tmp_path / "spool" / "conf-cache"
+    cache.mkdir(parents=True)
+    (cache / "slurm.conf").write_text("ClusterName=c\n")
+    (tmp_path / "run-slurm-conf").symlink_to(cache)
+    monkeypatch.setattr(slurmconf, "DEFAULT_SLURM_CONF", str(tmp_path / "etc" / "slurm.conf"))
+    monkeypatch.setattr(
+        slurmconf, "CONFIGLESS_SLURM_CONF", str(tmp_path / "run-slurm-conf" / "slurm.conf")
+    )
+    path = slurmconf.slurm_conf_path(Config(), {})
+    assert path == tmp_path / "run-slurm-conf" / "slurm.conf"
+    assert read_slurm_settings(path).configless and read_slurm_settings(path).cluster == "c"

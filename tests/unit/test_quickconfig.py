@@ -122,3 +122,28 @@ def test_a_changed_file_or_a_forged_cache_is_not_used(tmp_path: Path) -> None:
     (cached,) = cache.iterdir()
     os.chown(cached, 65534, 65534)
     assert quick_lookup_config(env, str(cache)) is None
+
+
+def test_the_fallback_file_costs_one_open_and_only_when_nothing_is_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    fallback = tmp_path / "etc" / "globus-tmp.conf"
+    monkeypatch.setattr(configkeys, "FALLBACK_CONFIG", str(fallback))
+    env = {"SLURM_CONF": str(tmp_path / "spool" / "conf-cache" / "slurm.conf")}
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: str, *args: int) -> int:
+        opened.append(str(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", counting)
+    quick = quick_lookup_config(env, str(cache))
+    assert quick is not None and quick.state_dir == Config().state_dir
+    assert opened == [str(tmp_path / "spool" / "conf-cache" / "globus-tmp.conf"), str(fallback)]
+    fallback.parent.mkdir()
+    fallback.write_text('state_dir = "/run/fb/%n"\n')
+    load_config(env, str(cache))  # as root: caches the table
+    quick = quick_lookup_config(env, str(cache))
+    assert quick is not None and quick.state_dir == "/run/fb/%n"
