@@ -79,6 +79,8 @@ class Doctor:
             *self.slurm_conf(),
             self.periodic_reconcile(),
             self.private_tmp(),
+            self.metrics(),
+            self.gcp_limits(),
             self.user_dir(),
             self.syslog(),
         ]
@@ -317,6 +319,34 @@ class Doctor:
         if not self._version_asked:
             self._version, self._version_asked = self.version_probe(), True
         return self._version
+
+    def metrics(self) -> Check:
+        """The hooks write ``metrics_file`` by rename as root: only into a directory
+        nobody else may write to (:func:`globus_tmp.metrics.textfile_dir_problem`)."""
+        if not self.cfg.metrics_file:
+            return Check(OK, "metrics_file", "off")
+        from .metrics import metrics_path, textfile_dir_problem
+
+        path = metrics_path(self.cfg, self.node)
+        problem = textfile_dir_problem(path)
+        if problem:
+            return Check(FAIL, "metrics_file", problem)
+        return Check(OK, "metrics_file", f"{path}: its directory is writable by root only")
+
+    def gcp_limits(self) -> Check:
+        """GCP and its transfers run outside every job's cgroup (in ``gcp_cgroup``, or in
+        slurmd's): without limits nothing bounds what they take from the node's jobs."""
+        cpu, memory = self.cfg.gcp_cpu_max, self.cfg.gcp_memory_max
+        shown = f"gcp_cpu_max={cpu:g}, gcp_memory_max={memory}"
+        if not self.cfg.gcp_cgroup:
+            return Check(WARN, "GCP limits", "gcp_cgroup is empty: GCP stays in slurmd's "
+                         "cgroup, unlimited; set gcp_cgroup = \"globus-tmp\" and the "
+                         "limits (docs/CGROUPS.md)")  # fmt: skip
+        if cpu == 0 or memory == 0:
+            return Check(WARN, "GCP limits", f"{shown} (0: no limit): GCP runs outside the "
+                         "job's cgroup, so nothing bounds it; set both, e.g. gcp_cpu_max = 2 "
+                         "and gcp_memory_max = 4294967296 (docs/CGROUPS.md)")  # fmt: skip
+        return Check(OK, "GCP limits", f"{shown} in cgroup {self.cfg.gcp_cgroup}")
 
     def user_dir(self) -> Check:
         """Leases need link() on the users' file system: tried as the user."""

@@ -237,3 +237,26 @@ def test_slurm_conf_of_a_configless_node_is_found_through_run_slurm_conf(
     path = slurmconf.slurm_conf_path(Config(), {})
     assert path == tmp_path / "run-slurm-conf" / "slurm.conf"
     assert read_slurm_settings(path).configless and read_slurm_settings(path).cluster == "c"
+
+
+def test_metrics_file_in_a_directory_others_can_write_fails(tmp_path: Path) -> None:
+    textfile = tmp_path / "textfile"
+    textfile.mkdir(mode=0o755)
+    cfg = Config(metrics_file=str(textfile / "g_%n.prom"))
+    assert _doctor(tmp_path, "", cfg).metrics().level == OK
+    textfile.chmod(0o777)
+    check = _doctor(tmp_path, "", cfg).metrics()
+    assert check.level == FAIL and f"chmod go-w {textfile}" in check.detail, check.line()
+    assert _doctor(tmp_path, "").metrics().level == OK
+
+
+def test_gcp_without_cpu_or_memory_limits_warns(tmp_path: Path) -> None:
+    unlimited = _doctor(tmp_path, "").gcp_limits()
+    assert unlimited.level == WARN and "gcp_cpu_max=0" in unlimited.detail
+    assert "outside the job's cgroup" in unlimited.detail
+    cpu_only = _doctor(tmp_path, "", Config(gcp_cpu_max=2.0)).gcp_limits()
+    assert cpu_only.level == WARN and "gcp_memory_max=0" in cpu_only.detail
+    both = _doctor(tmp_path, "", Config(gcp_cpu_max=2.0, gcp_memory_max=1 << 32)).gcp_limits()
+    assert both.level == OK
+    off = _doctor(tmp_path, "", Config(gcp_cgroup="", gcp_cpu_max=2.0, gcp_memory_max=1))
+    assert off.gcp_limits().level == WARN
