@@ -257,7 +257,11 @@ class Doctor:
 
     def private_tmp(self) -> Check:
         s, name = self.slurm, "private /tmp"
-        plugin = s.job_container or "(none)"
+        plugin, version = s.job_container or "(none)", self.slurm_version()
+        if s.hook("NamespaceType") and version is not None and version < (25, 11):
+            return Check(FAIL, name, f"NamespaceType: Slurm {_release(version)} has no such "
+                         "key (25.11+) and refuses slurm.conf; use "
+                         "JobContainerType=job_container/tmpfs")  # fmt: skip
         if not s.private_tmp:
             return Check(OK, name, f"namespace plugin {plugin}; jobs share the node's /tmp")
         if not s.exports_private_tmp:
@@ -391,7 +395,7 @@ def _seconds(value: str) -> float | None:
 def _unrunnable(entry: str, paths: list[str]) -> str:
     """Why slurmd cannot run one script entry ('' when it can)."""
     if not paths:
-        return f"{entry} matches no file: slurmd cannot run it (a failed Prolog drains the node)"
+        return f"{entry} matches no file: slurmd fails the script (and drains the node)"
     dirs = [p for p in paths if os.path.isdir(p)]
     if dirs:
         return (f"{dirs[0]} is a directory: slurmd would try to run it; to run the "

@@ -149,7 +149,7 @@ def test_health_check_node_states_that_stop_the_periodic_reconcile_warn(tmp_path
 
 
 def _plugstack(tmp_path: Path, so: Path, helper: Path) -> str:
-    """slurm.conf lines for namespace/tmpfs with the plugin in an included plugstack file."""
+    """slurm.conf lines for job_container/tmpfs, the plugin in an included plugstack file."""
     base = tmp_path / "jc"
     (base / "n1").mkdir(parents=True)
     (tmp_path / "job_container.conf").write_text(f"AutoBasePath=true\nBasePath={base}\n")
@@ -158,7 +158,7 @@ def _plugstack(tmp_path: Path, so: Path, helper: Path) -> str:
     (tmp_path / "plugstack.conf.d" / "gt.conf").write_text(
         f"optional {so} helper={helper} timeout=30\n"
     )
-    return "PrologFlags=Contain\nNamespaceType=tmpfs\n"
+    return "PrologFlags=Contain\nJobContainerType=job_container/tmpfs\n"
 
 
 def test_a_spank_plugin_built_for_another_slurm_fails(tmp_path: Path) -> None:
@@ -185,6 +185,8 @@ def test_namespace_linux_is_a_private_tmp_globus_tmp_does_not_export(tmp_path: P
     line = check.private_tmp()
     assert line.level == FAIL, line.line()
     assert "exports job_container/tmpfs and namespace/tmpfs only" in line.detail
+    old = _doctor(tmp_path, "NamespaceType=tmpfs\n", version=(24, 11, 7)).private_tmp()
+    assert old.level == FAIL and "25.11" in old.detail, "24.11 knows no NamespaceType"
     none = _doctor(tmp_path, "NamespaceType=namespace/none\nJobContainerType=tmpfs\n")
     assert none.private_tmp().level == OK and "share the node's /tmp" in none.private_tmp().detail
 
