@@ -37,6 +37,8 @@ class JobContainerConf:
     """``Dirs`` as written; None when unset (Slurm 23.02+ then uses :data:`DEFAULT_DIRS`)."""
     clonens_script_wait: float = DEFAULT_CLONENS_WAIT
     clonens_epilog_wait: float = DEFAULT_CLONENS_WAIT
+    clonens_script: str = ""
+    clonens_epilog: str = ""
 
 
 def read_job_container_conf(slurm_conf: Path, node: str) -> JobContainerConf:
@@ -67,6 +69,8 @@ def read_job_container_conf(slurm_conf: Path, node: str) -> JobContainerConf:
         dirs=tuple(d for d in picked["dirs"].split(",") if d) if "dirs" in picked else None,
         clonens_script_wait=_seconds(picked.get("clonensscript_wait")),
         clonens_epilog_wait=_seconds(picked.get("clonensepilog_wait")),
+        clonens_script=picked.get("clonensscript", ""),
+        clonens_epilog=picked.get("clonensepilog", ""),
     )
 
 

@@ -425,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.metrics_file:
         from .metrics import record_run
 
-        record_run(cfg, node, "privatetmp", outcome)
+        problem = record_run(cfg, node, "privatetmp", outcome)
+        if problem:
+            log.error(problem)
     return EXIT_OK  # Slurm's job_container plugin must never fail the job for us
 
 

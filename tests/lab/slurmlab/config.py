@@ -94,6 +94,8 @@ class ConfigWriter(LabBase):
             "linger_poll_seconds": 2,
             "on_failure": "continue",
         }
+        if self.slurm.prefix is not None:  # a Slurm built under a prefix, as many sites have
+            conf["slurm_bin_dir"] = str(self.slurm.bin_dir)
         url = self._globus_api_url()
         if url:
             conf["linger_unverified"] = 5
