@@ -277,6 +277,10 @@ class Doctor:
         if not bases:
             return Check(FAIL, name, f"{plugin} is on but no BasePath from "
                          f"{Path(s.path).parent / 'job_container.conf'} exists")  # fmt: skip
+        if jc.clonens_ignored:
+            return Check(FAIL, name, "CloneNSScript/CloneNSEpilog on a line without BasePath "
+                         "in job_container.conf: Slurm reads them only as options of the "
+                         "BasePath line and ignores them silently; move them onto it")  # fmt: skip
         if jc.clonens_script or jc.clonens_epilog:
             return self.clonens(jc, plugin, bases[0])
         plugstack = Path(s.hook("plugstackconfig") or Path(s.path).parent / "plugstack.conf")

@@ -8,7 +8,10 @@ directories each job gets privately (default ``/tmp,/dev/shm``), each bound from
 ``BasePath/<job>/.<job>/<path with every / made _>`` (``/tmp`` from ``.<job>/_tmp``);
 22.05 has no ``Dirs`` and binds ``.<job>`` itself over ``/tmp``. ``CloneNSScript_Wait``
 and ``CloneNSEpilog_Wait`` (24.11+, default 10 s) bound our CloneNS helper: past them
-Slurm kills it (and a failed CloneNSScript fails the job).
+Slurm kills it (and a failed CloneNSScript fails the job). ``CloneNSScript`` and
+``CloneNSEpilog`` themselves are read from the ``BasePath`` line only (the line's own
+options, as ``InitScript``): on a line of their own Slurm ignores them without a word,
+so a site that writes them there gets no export at all (found in the lab on 25.11).
 
 Read from SchedMD's source (src/plugins/job_container/tmpfs, src/plugins/namespace/tmpfs
 of 24.11 and 25.11) and run in the lab on 22.05, 24.11 and 25.11.
@@ -39,6 +42,8 @@ class JobContainerConf:
     clonens_epilog_wait: float = DEFAULT_CLONENS_WAIT
     clonens_script: str = ""
     clonens_epilog: str = ""
+    clonens_ignored: bool = False
+    """CloneNSScript/CloneNSEpilog written on a line without BasePath: Slurm ignores them."""
 
 
 def read_job_container_conf(slurm_conf: Path, node: str) -> JobContainerConf:
@@ -48,7 +53,9 @@ def read_job_container_conf(slurm_conf: Path, node: str) -> JobContainerConf:
     except OSError:
         return JobContainerConf(found=False)
     glob: dict[str, str] = {}
+    line: dict[str, str] = {}  # the BasePath line that applies: its own options
     mine: dict[str, str] | None = None
+    ignored = False
     for raw in text.splitlines():
         words = {
             k.lower(): v.strip('"')
@@ -59,18 +66,22 @@ def read_job_container_conf(slurm_conf: Path, node: str) -> JobContainerConf:
                 mine = words
         else:
             glob.update(words)
-    picked = {**glob, **(mine or {})}
-    base = picked.get("basepath", "")
-    if mine is None and "basepath" not in glob:
-        base = ""
+            if "basepath" in words:
+                line = words
+        ignored |= "basepath" not in words and bool({"clonensscript", "clonensepilog"} & set(words))
+    if mine is not None:
+        line = mine
+    picked = {**glob, **line}
+    base = line.get("basepath", "")
     return JobContainerConf(
         found=True,
         bases=_bases(base, node),
         dirs=tuple(d for d in picked["dirs"].split(",") if d) if "dirs" in picked else None,
         clonens_script_wait=_seconds(picked.get("clonensscript_wait")),
         clonens_epilog_wait=_seconds(picked.get("clonensepilog_wait")),
-        clonens_script=picked.get("clonensscript", ""),
-        clonens_epilog=picked.get("clonensepilog", ""),
+        clonens_script=line.get("clonensscript", ""),
+        clonens_epilog=line.get("clonensepilog", ""),
+        clonens_ignored=ignored,
     )
 
 

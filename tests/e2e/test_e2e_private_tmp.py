@@ -1,7 +1,9 @@
 """A private /tmp per job (job_container/tmpfs) served by the user's GCP, on the real lab.
 
-The lab switches on ``JobContainerType=job_container/tmpfs`` with the SPANK plugin
-(spank/) running the real ``globus-tmp-privatetmp`` in each job's extern step. A job's
+The lab switches on ``JobContainerType=job_container/tmpfs`` (``NamespaceType=namespace/tmpfs``
+on 25.11) with the SPANK plugin (spank/) running the real ``globus-tmp-privatetmp`` in each
+job's extern step, and on 24.11+ also with job_container.conf's CloneNSScript/CloneNSEpilog
+running it instead. A job's
 ``/tmp`` is then not the node's: globus-tmp binds it under
 ``<state_dir>/jobtmp/<user>/<job>``, which the user's one GCP exports, and holds it past
 the job for a declared stage-out.
@@ -28,11 +30,18 @@ from e2e.e2e_jobs import (
 NODE = "n1"
 
 
-@pytest.fixture(scope="module")
-def jc_lab(lab: SlurmLab) -> Iterator[SlurmLab]:
+@pytest.fixture(scope="module", params=["spank", "clonens"])
+def jc_lab(lab: SlurmLab, request: pytest.FixtureRequest) -> Iterator[SlurmLab]:
+    """The private /tmp exported by the SPANK plugin, and (Slurm 24.11+) by
+    job_container.conf's CloneNSScript/CloneNSEpilog instead."""
+    clonens = request.param == "clonens"
+    if clonens and not lab.slurm.clonens:
+        pytest.skip(
+            f"CloneNSScript/CloneNSEpilog need Slurm 24.11+; the lab runs {lab.slurm_version}"
+        )
     lab.cancel_all_jobs()
     lab.kill_gcp()
-    lab.set_job_container(True)
+    lab.set_job_container(True, clonens=clonens)
     try:
         yield lab
     finally:

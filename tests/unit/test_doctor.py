@@ -187,19 +187,20 @@ def test_clonens_scripts_export_instead_of_the_plugin_from_24_11_only(tmp_path: 
     jc = tmp_path / "job_container.conf"
     text = "PrologFlags=Contain\nNamespaceType=namespace/tmpfs\n"
     jc.write_text(
-        f"BasePath={tmp_path / 'jc'}\nCloneNSScript={init}\nCloneNSEpilog={epilog}\n"
+        f"BasePath={tmp_path / 'jc'} CloneNSScript={init} CloneNSEpilog={epilog}\n"
         "CloneNSScript_Wait=30\nCloneNSEpilog_Wait=60\n"
     )
     good = _doctor(tmp_path, text).private_tmp()
     assert good.level == OK and "CloneNSScript/CloneNSEpilog" in good.detail, good.line()
     old = _doctor(tmp_path, "JobContainerType=job_container/tmpfs\n", version=(24, 5, 4))
     assert old.private_tmp().level == FAIL and "24.11+" in old.private_tmp().detail
-    jc.write_text(f"BasePath={tmp_path / 'jc'}\nCloneNSScript={init}\n")
+    jc.write_text(f"BasePath={tmp_path / 'jc'} CloneNSScript={init}\n")
     half = _doctor(tmp_path, text).private_tmp()
     assert half.level == FAIL and "CloneNSEpilog=(unset)" in half.detail, half.line()
-    jc.write_text(
-        f"BasePath={tmp_path / 'jc'}\nCloneNSScript={init}\nCloneNSEpilog={epilog}\n"
-    )
+    jc.write_text(f"BasePath={tmp_path / 'jc'}\nCloneNSScript={init}\nCloneNSEpilog={epilog}\n")
+    alone = _doctor(tmp_path, text).private_tmp()  # Slurm ignores them there, silently
+    assert alone.level == FAIL and "move them onto it" in alone.detail, alone.line()
+    jc.write_text(f"BasePath={tmp_path / 'jc'} CloneNSScript={init} CloneNSEpilog={epilog}\n")
     short = _doctor(tmp_path, text).private_tmp()
     assert short.level == WARN and "10 s" in short.detail, short.line()
 

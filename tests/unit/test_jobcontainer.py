@@ -61,6 +61,18 @@ def test_dirs_and_clonens_waits(tmp_path: Path) -> None:
     assert mangled("/var/tmp") == "_var_tmp" and mangled("/tmp") == "_tmp"
 
 
+def test_clonens_scripts_are_options_of_the_base_path_line(tmp_path: Path) -> None:
+    """As Slurm 24.11/25.11 parse them: on a line of their own they are ignored."""
+    on_line = _conf(tmp_path, "BasePath=/jc CloneNSScript=/a CloneNSEpilog=/b\n")
+    jc = read_job_container_conf(on_line, "n1")
+    assert (jc.clonens_script, jc.clonens_epilog, jc.clonens_ignored) == ("/a", "/b", False)
+    alone = read_job_container_conf(_conf(tmp_path, "BasePath=/jc\nCloneNSScript=/a\n"), "n1")
+    assert alone.clonens_script == "" and alone.clonens_ignored is True
+    node = _conf(tmp_path, "BasePath=/jc\nNodeName=n[1-2] BasePath=/x CloneNSScript=/c\n")
+    assert read_job_container_conf(node, "n2").clonens_script == "/c"
+    assert read_job_container_conf(node, "n3").clonens_script == ""
+
+
 def test_clonens_epilog_finds_the_job_and_its_owner_without_a_uid(tmp_path: Path) -> None:
     """CloneNSEpilog gets only SLURM_JOB_ID and SLURM_NS: the uid is the container's owner."""
     job = tmp_path / "n1" / "42"

@@ -189,10 +189,12 @@ PrologEpilogTimeout=180
         clonens = ""
         if self.clonens:
             # What docs/ADMIN.md tells a 24.11+ site; the waits fit the helper's budget.
+            # The scripts are options of the BasePath line: on a line of their own
+            # Slurm ignores them.
             clonens = (
-                f"CloneNSScript={self.bin_dir / CLONENS_INIT}\n"
-                f"CloneNSEpilog={self.bin_dir / CLONENS_EPILOG}\n"
-                "CloneNSScript_Wait=30\nCloneNSEpilog_Wait=60\n"
+                f" CloneNSScript={self.bin_dir / CLONENS_INIT}"
+                f" CloneNSEpilog={self.bin_dir / CLONENS_EPILOG}"
+                "\nCloneNSScript_Wait=30\nCloneNSEpilog_Wait=60"
             )
             wrappers = ((CLONENS_INIT, "clonens-init"), (CLONENS_EPILOG, "clonens-epilog"))
             for name, command in wrappers:
@@ -205,7 +207,7 @@ PrologEpilogTimeout=180
         self.job_container_conf.write_text(
             "# Written by tests/lab/slurmlab: a private /tmp per job (a build with several\n"
             "# slurmd per host, Debian's and the lab's, appends /<node> to BasePath itself).\n"
-            f"AutoBasePath=true\nBasePath={self.job_tmp_base}\n{clonens}"
+            f"AutoBasePath=true\nBasePath={self.job_tmp_base}{clonens}\n"
         )
         self.job_container_conf.chmod(0o644)
         self.write_plugstack_conf()
