@@ -30,6 +30,7 @@ from globus_tmp.nodestate import NodeStateStore
 from globus_tmp.privatetmp import PrivateTmp, PrivateTmpError
 
 root, user_name, cap, declared = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+inits = int(sys.argv[5])
 user = UserIdentity.from_name(user_name)
 base = root / "base" / "n1"
 job_dir = base / "77"
@@ -50,6 +51,8 @@ store.ensure()
 cfg = Config(hold_max_bytes=cap)
 pt = PrivateTmp(cfg, "n1", store, HookLog("test", to_stderr=False), [base])
 out = {"init": pt.init("77", user)}
+for _ in range(inits - 1):  # again, over the bind the first left (same file system)
+    out["init"] = pt.init("77", user)
 export = pt.export_root(user_name) / "77"
 out["export_sees"] = sorted(os.listdir(export))
 out["job_tmp"] = store.read(user_name, user.uid).job_tmp
@@ -74,7 +77,7 @@ print(json.dumps(out))
 pytestmark = pytest.mark.root  # every test mounts in a private namespace
 
 
-def _run(tmp_path: Path, cap: int, declared: int) -> dict[str, object]:
+def _run(tmp_path: Path, cap: int, declared: int, inits: int = 1) -> dict[str, object]:
     if os.geteuid() != 0:
         pytest.skip("mounts need root")
     root = Path(tempfile.mkdtemp(prefix="pt-", dir="/tmp"))  # users reach the state dir
@@ -82,7 +85,7 @@ def _run(tmp_path: Path, cap: int, declared: int) -> dict[str, object]:
     try:
         res = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-             SCENARIO, str(root), "gtunit1", str(cap), str(declared)],
+             SCENARIO, str(root), "gtunit1", str(cap), str(declared), str(inits)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:
@@ -126,3 +129,15 @@ def test_past_the_cap_nothing_is_held_and_the_reason_names_the_key(
     assert out["held"] is False
     assert "not held" in str(out["exit"]) and "hold_max_bytes" in str(out["exit"])
     assert out["job_dir_after"] == [".77"] and out["holds"] == {}
+
+
+def test_init_over_its_own_leftover_bind_on_the_same_file_system(
+    tmp_path: Path, user: None
+) -> None:
+    """A second init of the same job id (a leftover of an earlier run) finds the export
+    path mounted with the user's directory: the mount table says it is a mount point,
+    though a bind of the same file system keeps the parent's ``st_dev``."""
+    out = _run(tmp_path, cap=10**9, declared=1, inits=2)
+    assert "exported at" in str(out["init"]), out["init"]
+    assert out["export_sees"] == ["link", "result.dat", "sub"]
+    assert out["held"] is True, out["exit"]
