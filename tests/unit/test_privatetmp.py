@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,42 @@ def test_sparse_files_and_hard_links_count_what_they_allocate(
     out = _run(tmp_path, cap=1 << 20, declared=1, tree="sparse")
     assert out["held"] is True, out["exit"]
     assert f"({out['allocated']} bytes)" in str(out["exit"])
+
+
+def test_a_hold_is_freed_in_what_is_left_of_the_callers_deadline(tmp_path: Path) -> None:
+    """The Epilog's (or a drain's, or reconcile's) deadline bounds deleting its holds,
+    not a fixed minute of its own: with the deadline spent the hold is left, found
+    by the next reconcile as a hold no state knows, and deleted then."""
+    from globus_tmp.config import Config
+    from globus_tmp.hooklog import HookLog
+    from globus_tmp.job import UserIdentity
+    from globus_tmp.lifecycle import NodeLifecycle
+    from globus_tmp.nodestate import HeldTmp, NodeStateStore, UserNodeState
+    from globus_tmp.slurmconf import read_slurm_settings
+
+    (tmp_path / "etc").mkdir()
+    conf = tmp_path / "etc" / "slurm.conf"
+    conf.write_text("JobContainerType=job_container/tmpfs\n")
+    (tmp_path / "etc" / "job_container.conf").write_text(f"BasePath={tmp_path / 'base'}\n")
+    hold = tmp_path / "base" / "n1" / ".globus-tmp-hold" / "77"
+    (hold / "d").mkdir(parents=True)
+    hold.parent.chmod(0o700)
+    (hold / "d" / "f.dat").write_bytes(b"f" * 4096)
+    store = NodeStateStore(tmp_path / "state")
+    store.ensure()
+    user = UserIdentity("alice", 1000, 1000, "/home/alice")
+    held = HeldTmp(path=str(hold), size=8192, since=time.time() - 3600)
+    store.write(UserNodeState("alice", 1000, holds={"77": held}))
+
+    def lifecycle(seconds_left: float) -> NodeLifecycle:
+        log = HookLog("test", to_stderr=False)
+        lc = NodeLifecycle(Config(), "n1", store, log, time.monotonic() + seconds_left)
+        lc._slurm = read_slurm_settings(conf)
+        return lc
+
+    (note,) = lifecycle(1.0).free_unserved_private_tmp(user)
+    assert "NOT removed" in note and "time ran out" in note, note
+    assert hold.exists() and store.read("alice", 1000).holds == {}
+    reconcile = lifecycle(60.0).private_tmp
+    assert reconcile.orphan_holds() == [hold]
+    assert "freed" in reconcile.delete_orphan(hold) and not hold.exists()
