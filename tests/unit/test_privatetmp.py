@@ -73,16 +73,13 @@ def mode000():  # mkdir /tmp/d; fill it; chmod 000 /tmp/d (and a directory insid
     os.chmod("d", 0)
 
 
-def deep():  # deeper than Python's recursion limit; the top unreadable
-    fd = os.open(".", os.O_RDONLY)
-    for _ in range(2000):
-        os.mkdir("d", dir_fd=fd)
-        child = os.open("d", os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = child
-    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
-    os.close(fd)
-    os.chmod("d", 0)
+def deep():  # 2,000 levels, deeper than Python's recursion limit; the top unreadable
+    top = os.open(".", os.O_RDONLY)
+    for _ in range(8):  # 250 levels at a time: a path stays below PATH_MAX
+        os.makedirs("d/" * 250)
+        os.chdir("d/" * 250)
+    Path("f").write_bytes(b"")
+    os.chmod("d", 0, dir_fd=top)
 
 
 def sparse():  # 1 GiB apparent, 4 KiB allocated; one inode under three names
