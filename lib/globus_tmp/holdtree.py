@@ -415,16 +415,20 @@ class _ParentDir:
 
 
 def _mounts_inside(tree: str) -> set[_Key]:
-    """The roots of the mounts at or below ``tree`` in this namespace. Raises OSError if
-    ``tree`` is a mount point itself (the walk would delete the mounted file system)
-    or the mount table cannot be read."""
+    """The roots of the mounts below ``tree`` in this namespace. Stops the walk if
+    ``tree`` is a mount point itself (it would delete the mounted file system) or the
+    mount table cannot be read (a missing table is no proof that the tree is gone)."""
     from .mounts import mount_points
 
     real = os.path.realpath(tree)
     found: set[_Key] = set()
-    for point in mount_points():
+    try:
+        points = mount_points()
+    except OSError as exc:
+        raise _Stop(f"the mount table cannot be read ({exc.strerror or exc})") from None
+    for point in points:
         if point == real:
-            raise OSError(errno.EBUSY, f"{tree} is a mount point")
+            raise _Stop(f"{tree} is a mount point")
         if point.startswith(real + "/"):
             try:
                 st = os.stat(point, follow_symlinks=False)

@@ -60,12 +60,12 @@ def _check(rc: int, what: str, target: str) -> None:
 _ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
-def mount_points(table: str = MOUNTINFO) -> list[str]:
+def mount_points(table: str | None = None) -> list[str]:
     """Every mount point in this mount namespace, as the kernel spells it (no symlink
     in it; ``\\040``-style escapes undone). Raises OSError if the table cannot be read
     (or is larger than :data:`MOUNTINFO_LIMIT`)."""
     points = []
-    for line in read_bounded(table, MOUNTINFO_LIMIT).splitlines():
+    for line in read_bounded(table or MOUNTINFO, MOUNTINFO_LIMIT).splitlines():
         fields = line.split(b" ")
         if len(fields) > 4:
             raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
@@ -73,7 +73,7 @@ def mount_points(table: str = MOUNTINFO) -> list[str]:
     return points
 
 
-def is_mount_point(path: str, table: str = MOUNTINFO) -> bool:
+def is_mount_point(path: str, table: str | None = None) -> bool:
     """Whether something is mounted at ``path`` (after resolving its symlinks, as the
     table does); False if the table cannot be read."""
     real = os.path.realpath(path)

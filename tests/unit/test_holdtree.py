@@ -226,3 +226,16 @@ def test_a_directory_moved_under_the_walk_stops_it(
     removed = holdtree.remove(hold.parent, "t", _soon())
     assert not removed.gone and "changed under the walk" in removed.reason
     assert (hold / "moved").is_dir() and not (hold / "moved" / "d").exists()
+
+
+def test_without_a_mount_table_nothing_is_measured_or_deleted(
+    hold: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from globus_tmp import mounts
+
+    (hold / "f").write_bytes(b"f")
+    monkeypatch.setattr(mounts, "MOUNTINFO", str(hold / "no-such-table"))
+    assert "mount table" in holdtree.measure(hold.parent, "t", _soon()).reason
+    removed = holdtree.remove(hold.parent, "t", _soon())
+    assert not removed.gone and "mount table" in removed.reason
+    assert (hold / "f").exists()
