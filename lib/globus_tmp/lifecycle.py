@@ -343,7 +343,7 @@ class NodeLifecycle:
 
             jc = read_job_container_conf(Path(self.slurm.path), self.node)
             self._private_tmp = PrivateTmp(
-                self.cfg, self.node, self.store, self.log, list(jc.bases), jc.dirs
+                self.cfg, self.node, self.store, self.log, list(jc.bases), jc.dirs, self.deadline
             )
         return self._private_tmp
 
@@ -526,7 +526,7 @@ class NodeLifecycle:
     def _free_private_tmp(
         self, user: UserIdentity, export: str | None, hold: HeldTmp | None
     ) -> str:
-        return self.private_tmp.free(user, export, hold)
+        return self.private_tmp.free(export, hold)
 
     def after_last_job(self, user: UserIdentity, submitted: list[str] | None = None) -> str:
         """No job of the user is left here: stop GCP, or hand over to a drain (at once

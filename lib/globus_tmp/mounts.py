@@ -2,6 +2,10 @@
 
 Used by root only, on targets whose every component root owns (see
 :mod:`globus_tmp.privatetmp`), so no user can redirect a mount with a symlink.
+
+Whether a path is a mount point is read from the mount table (``/proc/self/mountinfo``),
+never guessed from ``st_dev``: a bind of a directory of the same file system (a job's
+``/tmp`` bound below the state dir, both on one disk) has the parent's ``st_dev``.
 """
 
 from __future__ import annotations
@@ -9,10 +13,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
+
+from .boundedio import read_bounded
 
 MS_BIND = 4096
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+MOUNTINFO = "/proc/self/mountinfo"
+MOUNTINFO_LIMIT = 16 << 20
+"""Enough for a node with tens of thousands of mounts (a line is about 150 bytes)."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [
@@ -45,3 +55,29 @@ def _check(rc: int, what: str, target: str) -> None:
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what} {target}: {os.strerror(err)}")
+
+
+_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def mount_points(table: str | None = None) -> list[str]:
+    """Every mount point in this mount namespace, as the kernel spells it (no symlink
+    in it; ``\\040``-style escapes undone). Raises OSError if the table cannot be read
+    (or is larger than :data:`MOUNTINFO_LIMIT`)."""
+    points = []
+    for line in read_bounded(table or MOUNTINFO, MOUNTINFO_LIMIT).splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            points.append(os.fsdecode(raw))
+    return points
+
+
+def is_mount_point(path: str, table: str | None = None) -> bool:
+    """Whether something is mounted at ``path`` (after resolving its symlinks, as the
+    table does); False if the table cannot be read."""
+    real = os.path.realpath(path)
+    try:
+        return real in mount_points(table)
+    except OSError:
+        return False

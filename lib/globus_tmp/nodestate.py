@@ -341,8 +341,11 @@ def check_trusted_dir(path: Path, allow_mount: bool = False, private: bool = Fal
         raise StateError(f"state_dir {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise StateError(f"state_dir {path} is not a directory (a symlink?); remove it")
-    if allow_mount and os.lstat(path.parent).st_dev != st.st_dev:
-        return
+    if allow_mount:
+        from .mounts import is_mount_point  # the mount table: a bind keeps its st_dev
+
+        if is_mount_point(str(path)):
+            return
     if st.st_uid != os.geteuid():
         raise StateError(
             f"state_dir {path} is owned by uid {st.st_uid}, not root; chown it to root"

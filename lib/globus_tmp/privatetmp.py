@@ -25,45 +25,44 @@ moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP r
   while Slurm deletes the (now empty) job directory. ``rename`` does the move: same
   file system, no copy; it goes through a bind of ``BasePath/<node>`` because the job
   directory is a mount of its own and a rename across mounts fails with ``EXDEV``.
-  Space held on a node is capped (``hold_max_bytes``): beyond it nothing is held and
-  the stage-out fails, saying so.
+  Space held on a node is capped (``hold_max_bytes``): the hold is measured once the
+  user can no longer reach it; beyond the cap (or if it cannot be measured in time) it
+  is deleted at once and the stage-out fails, saying so.
 
 The Epilog submits the stage-out from the export path; a hold is freed when its tasks
 have ended or the user's GCP stops (:meth:`PrivateTmp.free`), and ``reconcile`` removes
 holds no state knows of (a reboot). Root only renames and mounts directories whose
-parents it owns; reading sizes in a job's tree and deleting its files run as the user
-(on a bind of the tree at a root-owned place the user can reach). Both commands always
-exit 0: a job must not fail because its data could not be exported; the hook log says
-why.
+parents it owns, and measures and deletes a tree only inside the hold (root's, 0700),
+through :mod:`globus_tmp.holdtree`: descriptors, no symlink followed, no mount crossed,
+a deadline. Both commands always exit 0: a job must not fail because its data could
+not be exported; the hook log says why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
+from . import holdtree
 from .config import Config
 from .errors import EXIT_OK, EXIT_USAGE, GlobusTmpError
 from .hooklog import HookLog
 from .job import UserIdentity
 from .nodestate import HeldTmp, NodeStateStore, check_trusted_dir
 
-TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
-if TYPE_CHECKING:
-    from typing import Any
-
 HOLD_DIR = ".globus-tmp-hold"
 _CLONENS_MARGIN = 2.0  # seconds kept back from CloneNS*_Wait for exiting before Slurm kills
 _USER_STEP = 15.0  # at most, for one step as the user (reading or marking declarations)
 _SIZE_BUDGET = 10.0  # seconds to measure a job's /tmp before giving up on holding it
+_DROP_BUDGET = 10.0  # seconds to delete one that is not held (reconcile does the rest)
+_AFTER_FREE = 5.0  # of the caller's deadline, kept for what it does after freeing holds
 
 
 class PrivateTmpError(GlobusTmpError):
@@ -81,6 +80,7 @@ class PrivateTmp:
         log: HookLog,
         bases: list[Path],
         dirs: tuple[str, ...] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node
@@ -90,6 +90,8 @@ class PrivateTmp:
         """Candidate ``BasePath`` directories of this node (see :mod:`.jobcontainer`)."""
         self.dirs = dirs
         """``job_container.conf``'s ``Dirs`` (None: not set)."""
+        self.deadline = time.monotonic() + cfg.hook_timeout if deadline is None else deadline
+        """The caller's deadline (``time.monotonic()``): deleting a hold takes what is left."""
 
     def export_root(self, user: str) -> Path:
         return self.store.root / "jobtmp" / user
@@ -141,53 +143,100 @@ class PrivateTmp:
             raise PrivateTmpError(f"{container / '_tmp'} is not a directory of uid {uid}")
         return ""
 
-    def export_point(self, user: str, job_tmp: str) -> Path:
-        """The mount point of a job's export, from where its ``/tmp`` is (:meth:`init`)."""
-        path, root = Path(job_tmp), self.export_root(user)
-        return path.parent if path.parent.parent == root else path
+    def export_point(self, job_tmp: str) -> Path:
+        """The mount point of a job's export (``jobtmp/<user>/<job>``), from where its
+        ``/tmp`` is in it (:meth:`init`)."""
+        path, root = Path(job_tmp), self.store.root / "jobtmp"
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            return path
+        return root.joinpath(*parts[:2]) if len(parts) > 2 else path
 
     # -- job end -----------------------------------------------------------------
 
     def exit(self, job_id: str, user: UserIdentity, declared: int) -> tuple[bool, str]:
         """Hold the job's files if it declared a stage-out (``declared`` > 0), else let
-        Slurm delete them. Returns (held, what happened)."""
+        Slurm delete them. Returns (held, what happened). The tree is measured only once
+        it is in the hold, where the user cannot change it: unmounted from the export,
+        renamed below root's 0700 directory."""
         target = self.export_root(user.name) / job_id
         if declared <= 0:
             self._drop_export(user, job_id, target)
             return False, f"job {job_id} declared no stage-out; its private /tmp goes"
         base, source = self._job_dir(job_id, user.uid)
-        size = self._as_user_at(user, source, tree_size, _SIZE_BUDGET)
-        held_now = self.held_bytes()
-        if size is None or held_now + size > self.cfg.hold_max_bytes:
-            self._drop_export(user, job_id, target)
-            amount = "what cannot be measured in time" if size is None else f"{size} bytes"
+        job_tmp = str(target / self._tmp_within(source, user.uid))
+        hold = base / HOLD_DIR / job_id
+        from .mounts import bind, unmount
+
+        try:
+            unmount(str(target))  # the user's GCP no longer reaches the tree
+        except OSError as exc:
             raise PrivateTmpError(
-                f"not held: job {job_id}'s /tmp holds {amount}, {held_now} bytes are held on "
-                f"{self.node} already and hold_max_bytes is {self.cfg.hold_max_bytes}; "
-                "its stage-out cannot run (ask your admin to raise hold_max_bytes)"
-            )
+                f"not held: job {job_id}'s export not unmounted ({exc})"
+            ) from None
         # recorded before the move: if this is killed halfway, the hold is still found
         # and freed (a record of a hold not yet made frees nothing)
-        hold = base / HOLD_DIR / job_id
-        with self.store.jobs_lock(user.name):
-            state = self.store.read(user.name, user.uid)
-            state.job_tmp.setdefault(job_id, str(target / self._tmp_within(source, user.uid)))
-            state.holds[job_id] = HeldTmp(path=str(hold), size=size, since=time.time())
-            self.store.write(state)
+        self._record_hold(user, job_id, HeldTmp(path=str(hold), size=0, since=time.time()), job_tmp)
         try:
             self._move_to_hold(base, job_id)
         except PrivateTmpError:
-            with self.store.jobs_lock(user.name):
-                state = self.store.read(user.name, user.uid)
-                del state.holds[job_id]
-                self.store.write(state)
+            self._forget_hold(user, job_id)
             self._drop_export(user, job_id, target)
             raise
-        from .mounts import bind, unmount
-
-        unmount(str(target))
+        measured = holdtree.measure(hold.parent, job_id, self._within(_SIZE_BUDGET))
+        size, held_now = measured.size, self.held_bytes()
+        if size is None or held_now + size > self.cfg.hold_max_bytes:
+            raise PrivateTmpError(self._not_held(user, job_id, target, hold, measured, held_now))
+        self._record_hold(
+            user, job_id, HeldTmp(path=str(hold), size=size, since=time.time()), job_tmp
+        )
         bind(str(hold), str(target))
-        return True, f"job {job_id}'s private /tmp ({size} bytes) held at {hold} for its stage-out"
+        note = f"; {measured.reason}" if measured.reason else ""
+        return (
+            True,
+            f"job {job_id}'s private /tmp ({size} bytes{note}) held at {hold} for its stage-out",
+        )
+
+    def _not_held(
+        self,
+        user: UserIdentity,
+        job_id: str,
+        target: Path,
+        hold: Path,
+        measured: holdtree.Measured,
+        held_now: int,
+    ) -> str:
+        """Delete a hold that may not stay (over the cap, or not measured in time) and
+        say why. Forgotten first: if this is killed while deleting, ``reconcile``
+        finds a hold no state knows and finishes."""
+        self._forget_hold(user, job_id)
+        self._drop_export(user, job_id, target)
+        deleted = self.delete_hold(hold, deadline=self._within(_DROP_BUDGET))
+        size = measured.size
+        amount = f"what {measured.reason}" if size is None else f"{size} bytes"
+        return (
+            f"not held: job {job_id}'s /tmp holds {amount}, {held_now} bytes are held on "
+            f"{self.node} already and hold_max_bytes is {self.cfg.hold_max_bytes}; "
+            f"its stage-out cannot run (ask your admin to raise hold_max_bytes); {deleted}"
+        )
+
+    def _record_hold(self, user: UserIdentity, job_id: str, hold: HeldTmp, job_tmp: str) -> None:
+        with self.store.jobs_lock(user.name):
+            state = self.store.read(user.name, user.uid)
+            state.job_tmp[job_id] = job_tmp
+            state.holds[job_id] = hold
+            self.store.write(state)
+
+    def _forget_hold(self, user: UserIdentity, job_id: str) -> None:
+        with self.store.jobs_lock(user.name):
+            state = self.store.read(user.name, user.uid)
+            if state.holds.pop(job_id, None) is not None:
+                self.store.write(state)
+
+    def _within(self, budget: float) -> float:
+        """A deadline ``budget`` seconds from now, never past the caller's."""
+        return min(time.monotonic() + budget, self.deadline)
 
     def held_bytes(self) -> int:
         total = 0
@@ -231,53 +280,40 @@ class PrivateTmp:
 
     # -- after the stage-out -----------------------------------------------------
 
-    def free(self, user: UserIdentity, export: str | None, hold: HeldTmp | None) -> str:
+    def free(self, export: str | None, hold: HeldTmp | None) -> str:
         """Unmount a job's export and delete its hold (the caller has dropped both from
-        the state). The files are deleted as the user: root only removes the emptied
-        directory it had renamed into the hold."""
+        the state), in what is left of the caller's deadline."""
         from .mounts import unmount
 
         if export:
-            point = str(self.export_point(user.name, export))
+            point = str(self.export_point(export))
             with contextlib.suppress(OSError):
                 unmount(point)
             with contextlib.suppress(OSError):
                 os.rmdir(point)
         if hold is None:
             return "export removed"
-        return self.delete_hold(user, Path(hold.path), f" ({hold.size} bytes)")
+        return self.delete_hold(Path(hold.path), f" ({hold.size} bytes)")
 
-    def delete_hold(self, user: UserIdentity, path: Path, what: str = "") -> str:
-        with contextlib.suppress(GlobusTmpError, OSError):
-            if os.path.lexists(path):
-                self._as_user_at(user, path, empty_dir, 60.0)
+    def delete_hold(self, path: Path, what: str = "", deadline: float | None = None) -> str:
+        """Delete a hold from root (:func:`holdtree.remove`), only below a hold directory
+        root owns and nobody else may enter, by ``deadline`` (else what is left of the
+        caller's, less a margin for its own work after this)."""
+        if deadline is None:
+            deadline = self.deadline - _AFTER_FREE
         try:
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            return f"hold {path}{what} NOT removed ({exc.strerror}); reconcile retries"
+            if path.parent.name != HOLD_DIR:
+                raise PrivateTmpError(f"{path.parent} is not a hold directory")
+            check_trusted_dir(path.parent, private=True)
+        except GlobusTmpError as exc:
+            return f"hold {path}{what} NOT removed ({exc})"
+        removed = holdtree.remove(path.parent, path.name, deadline)
+        if not removed.gone:
+            return (
+                f"hold {path}{what} NOT removed ({removed.removed} entries removed, "
+                f"{removed.reason}); reconcile retries"
+            )
         return f"hold {path}{what} freed"
-
-    def _as_user_at(
-        self, user: UserIdentity, path: Path, fn: Callable[[str, float], Any], budget: float
-    ) -> Any:
-        """``fn(view, budget)`` as the user, on ``path`` bound at a view the user can
-        reach: root never reads or deletes inside a user's tree itself."""
-        from .mounts import bind, unmount
-        from .privileges import run_as
-
-        view = tempfile.mkdtemp(prefix=".user-view-", dir=self.store.root)
-        try:
-            os.chmod(view, 0o755)
-            bind(str(path), view)
-            try:
-                return run_as(user, budget + 5, fn, view, budget)
-            finally:
-                unmount(view)
-        finally:
-            with contextlib.suppress(OSError):
-                os.rmdir(view)
 
     def orphan_holds(self) -> list[Path]:
         """Hold directories no user's state knows of (a reboot cleared the state)."""
@@ -294,11 +330,7 @@ class PrivateTmp:
         return found
 
     def delete_orphan(self, path: Path) -> str:
-        try:
-            user = UserIdentity.from_uid(os.lstat(path).st_uid)
-        except (GlobusTmpError, OSError) as exc:
-            return f"hold {path} NOT removed ({exc})"
-        return self.delete_hold(user, path, " (no node state knows it)")
+        return self.delete_hold(path, " (no node state knows it)")
 
     # -- where the job's /tmp is -------------------------------------------------
 
@@ -323,43 +355,6 @@ class PrivateTmp:
             f"job {job_id}'s private /tmp is not at {where or '(no BasePath found)'}; "
             "is job_container.conf beside slurm.conf?"
         )
-
-
-def tree_size(root: str, budget: float) -> int | None:
-    """Bytes in regular files under ``root`` (no symlink followed); None past budget.
-    Runs as the user."""
-    deadline = time.monotonic() + budget
-    total, stack = 0, [root]
-    while stack:
-        if time.monotonic() > deadline:
-            return None
-        path = stack.pop()
-        try:
-            with os.scandir(path) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            if path == root:
-                return None  # cannot be measured: not held
-    return total
-
-
-def empty_dir(root: str, budget: float) -> int:
-    """Delete everything below ``root`` (not ``root``: a mount point); runs as the user.
-    ``rmtree`` works on directory fds and never follows a symlink."""
-    left = 0
-    for name in os.listdir(root):
-        path = os.path.join(root, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        left += os.path.lexists(path)
-    return left
 
 
 # -- the command the SPANK plugin runs -----------------------------------------------
@@ -414,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             store = NodeStateStore(cfg.state_dir_for(node))
             store.ensure()
             log.configure(cfg.log_file_for(node), cfg.syslog_facility)
-            tmp = PrivateTmp(cfg, node, store, log, bases or list(jc.bases), jc.dirs)
+            tmp = PrivateTmp(cfg, node, store, log, bases or list(jc.bases), jc.dirs, deadline)
             if command == "init":
                 log.info(tmp.init(job_id, user))
             else:

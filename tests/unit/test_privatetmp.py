@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,8 @@ from globus_tmp.nodestate import NodeStateStore
 from globus_tmp.privatetmp import PrivateTmp, PrivateTmpError
 
 root, user_name, cap, declared = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-dirs_layout = sys.argv[5] == "dirs"  # Slurm 23.02+: the job's /tmp is .<job>/_tmp
+inits, tree = int(sys.argv[5]), sys.argv[6]
+dirs_layout = sys.argv[7] == "dirs"  # Slurm 23.02+: the job's /tmp is .<job>/_tmp
 user = UserIdentity.from_name(user_name)
 base = root / "base" / "n1"
 job_dir = base / "77"
@@ -50,11 +51,73 @@ os.symlink("/etc/passwd", tmp / "link")                # never followed, never c
 for p in (tmp / "sub", tmp / "sub" / "more.dat", tmp / "result.dat"):
     os.chown(p, user.uid, user.gid)
 os.lchown(tmp / "link", user.uid, user.gid)
+
+
+def as_user(fn):  # what a job does in its /tmp (its cwd here), done by the job's user
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(tmp)  # the job reaches it through its own /tmp, not through job_dir
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def mode000():  # mkdir /tmp/d; fill it; chmod 000 /tmp/d (and a directory inside)
+    os.makedirs("d/e")
+    Path("d/big.dat").write_bytes(b"z" * 65536)
+    Path("d/e/more.dat").write_bytes(b"z" * 65536)
+    os.chmod("d/e", 0)
+    os.chmod("d", 0)
+
+
+def deep():  # 2,000 levels, deeper than Python's recursion limit; the top unreadable
+    top = os.open(".", os.O_RDONLY)
+    for _ in range(8):  # 250 levels at a time: a path stays below PATH_MAX
+        os.makedirs("d/" * 250)
+        os.chdir("d/" * 250)
+    Path("f").write_bytes(b"")
+    os.chmod("d", 0, dir_fd=top)
+
+
+def sparse():  # 1 GiB apparent, 4 KiB allocated; one inode under three names
+    with open("sparse.dat", "wb") as f:
+        f.write(b"s" * 4096)
+        f.truncate(1 << 30)
+    Path("linked.dat").write_bytes(b"l" * 8192)
+    os.link("linked.dat", "linked2.dat")
+    os.link("linked.dat", "linked3.dat")
+
+
+def allocated(top):  # what root's walk must find: st_blocks of every inode, once
+    seen, total, stack = set(), 0, [str(top)]
+    total += os.lstat(top).st_blocks * 512
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            st = entry.stat(follow_symlinks=False)
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return total
+
+
+if tree != "plain":
+    as_user({"mode000": mode000, "deep": deep, "sparse": sparse}[tree])
 store = NodeStateStore(root / "state")
 store.ensure()
 cfg = Config(hold_max_bytes=cap)
 pt = PrivateTmp(cfg, "n1", store, HookLog("test", to_stderr=False), [base])
-out = {"init": pt.init("77", user)}
+out = {"init": pt.init("77", user), "allocated": allocated(tmp) if tree != "deep" else None}
+for _ in range(inits - 1):  # again, over the bind the first left (same file system)
+    out["init"] = pt.init("77", user)
 export = pt.export_root(user_name) / "77"
 out["export_sees"] = sorted(os.listdir(export))
 out["job_tmp"] = store.read(user_name, user.uid).job_tmp
@@ -64,6 +127,8 @@ try:
 except PrivateTmpError as exc:
     out["held"], out["exit"] = False, str(exc)
 out["job_dir_after"] = sorted(os.listdir(job_dir))
+hold_root = base / ".globus-tmp-hold"
+out["holds_on_disk"] = sorted(os.listdir(hold_root)) if hold_root.exists() else []
 out["export_after"] = sorted(os.listdir(export)) if export.exists() else None
 job_tmp_after = store.read(user_name, user.uid).job_tmp.get("77")
 out["job_tmp_after"] = sorted(os.listdir(job_tmp_after)) if job_tmp_after else None
@@ -72,7 +137,7 @@ out["holds"] = {k: v.path for k, v in state.holds.items()}
 hold = state.holds.get("77")
 if hold is not None:
     out["hold_mode"] = oct(os.stat(Path(hold.path).parent).st_mode & 0o777)
-    out["free"] = pt.free(user, state.job_tmp.get("77"), hold)
+    out["free"] = pt.free(state.job_tmp.get("77"), hold)
     out["hold_left"] = os.path.exists(hold.path)
     out["export_left"] = os.path.exists(export)
 print(json.dumps(out))
@@ -82,7 +147,14 @@ print(json.dumps(out))
 pytestmark = pytest.mark.root  # every test mounts in a private namespace
 
 
-def _run(tmp_path: Path, cap: int, declared: int, layout: str = "flat") -> dict[str, object]:
+def _run(
+    tmp_path: Path,
+    cap: int,
+    declared: int,
+    inits: int = 1,
+    tree: str = "plain",
+    layout: str = "flat",
+) -> dict[str, object]:
     if os.geteuid() != 0:
         pytest.skip("mounts need root")
     root = Path(tempfile.mkdtemp(prefix="pt-", dir="/tmp"))  # users reach the state dir
@@ -90,11 +162,12 @@ def _run(tmp_path: Path, cap: int, declared: int, layout: str = "flat") -> dict[
     try:
         res = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-             SCENARIO, str(root), "gtunit1", str(cap), str(declared), layout],
+             SCENARIO, str(root), "gtunit1", str(cap), str(declared), str(inits), tree,
+             layout],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["rm", "-rf", str(root)], check=False)  # deep, mode-000 leftovers too
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
 
@@ -113,7 +186,7 @@ def test_a_declared_stage_out_holds_the_files_at_the_same_path(
     assert out["held"] is True, out["exit"]
     assert out["job_dir_after"] == []  # Slurm's teardown finds nothing to delete
     assert out["export_after"] == ["link", "result.dat", "sub"]  # same path, from the hold
-    assert "(1024 bytes)" in str(out["exit"])
+    assert f"({out['allocated']} bytes)" in str(out["exit"])  # allocated, not apparent
     assert str(out["holds"]).endswith(".globus-tmp-hold/77'}")
     assert out["hold_mode"] == "0o700"
     assert "freed" in str(out["free"]) and out["hold_left"] is False
@@ -133,7 +206,10 @@ def test_past_the_cap_nothing_is_held_and_the_reason_names_the_key(
     out = _run(tmp_path, cap=1023, declared=1)
     assert out["held"] is False
     assert "not held" in str(out["exit"]) and "hold_max_bytes" in str(out["exit"])
-    assert out["job_dir_after"] == [".77"] and out["holds"] == {}
+    assert out["holds"] == {} and out["export_after"] is None
+    # measured in the hold (out of the user's reach), then deleted there by root
+    assert out["job_dir_after"] == [] and out["holds_on_disk"] == []
+    assert "freed" in str(out["exit"])
 
 
 def test_slurm_23_02_layout_exports_the_job_tmp_inside_the_container(
@@ -149,3 +225,92 @@ def test_slurm_23_02_layout_exports_the_job_tmp_inside_the_container(
     assert out["job_tmp_after"] == ["link", "result.dat", "sub"]  # the same path, held
     assert "freed" in str(out["free"]) and out["hold_left"] is False
     assert out["export_left"] is False
+
+
+def test_init_over_its_own_leftover_bind_on_the_same_file_system(
+    tmp_path: Path, user: None
+) -> None:
+    """A second init of the same job id (a leftover of an earlier run) finds the export
+    path mounted with the user's directory: the mount table says it is a mount point,
+    though a bind of the same file system keeps the parent's ``st_dev``."""
+    out = _run(tmp_path, cap=10**9, declared=1, inits=2)
+    assert "exported at" in str(out["init"]), out["init"]
+    assert out["export_sees"] == ["link", "result.dat", "sub"]
+    assert out["held"] is True, out["exit"]
+
+
+def test_a_mode_000_directory_counts_and_is_not_held_past_the_cap(
+    tmp_path: Path, user: None
+) -> None:
+    """``chmod 000 /tmp/d``: measured as the user, d counted 0 bytes and the cap was
+    bypassed. Root measures it, all of it, and deletes what it will not hold."""
+    out = _run(tmp_path, cap=100_000, declared=1, tree="mode000")
+    assert int(str(out["allocated"])) > 100_000
+    assert out["held"] is False, out["exit"]
+    assert f"holds {out['allocated']} bytes" in str(out["exit"])
+    assert out["holds_on_disk"] == [] and "freed" in str(out["exit"])
+
+
+def test_a_held_mode_000_directory_is_freed(tmp_path: Path, user: None) -> None:
+    """Deleted as the user, an unreadable directory could not be emptied: the hold
+    stayed on disk through every reconcile."""
+    out = _run(tmp_path, cap=10**9, declared=1, tree="mode000")
+    assert out["held"] is True, out["exit"]
+    assert "freed" in str(out["free"]), out["free"]
+    assert out["hold_left"] is False
+
+
+def test_a_hold_deeper_than_the_recursion_limit_is_freed(tmp_path: Path, user: None) -> None:
+    """2,000 nested directories: ``shutil.rmtree`` hit RecursionError and left them."""
+    out = _run(tmp_path, cap=10**9, declared=1, tree="deep")
+    assert out["held"] is True, out["exit"]
+    assert "freed" in str(out["free"]), out["free"]
+    assert out["hold_left"] is False
+
+
+def test_sparse_files_and_hard_links_count_what_they_allocate(
+    tmp_path: Path, user: None
+) -> None:
+    """A 1 GiB sparse file allocates 4 KiB; three names of one inode count it once."""
+    out = _run(tmp_path, cap=1 << 20, declared=1, tree="sparse")
+    assert out["held"] is True, out["exit"]
+    assert f"({out['allocated']} bytes)" in str(out["exit"])
+
+
+def test_a_hold_is_freed_in_what_is_left_of_the_callers_deadline(tmp_path: Path) -> None:
+    """The Epilog's (or a drain's, or reconcile's) deadline bounds deleting its holds,
+    not a fixed minute of its own: with the deadline spent the hold is left, found
+    by the next reconcile as a hold no state knows, and deleted then."""
+    from globus_tmp.config import Config
+    from globus_tmp.hooklog import HookLog
+    from globus_tmp.job import UserIdentity
+    from globus_tmp.lifecycle import NodeLifecycle
+    from globus_tmp.nodestate import HeldTmp, NodeStateStore, UserNodeState
+    from globus_tmp.slurmconf import read_slurm_settings
+
+    (tmp_path / "etc").mkdir()
+    conf = tmp_path / "etc" / "slurm.conf"
+    conf.write_text("JobContainerType=job_container/tmpfs\n")
+    (tmp_path / "etc" / "job_container.conf").write_text(f"BasePath={tmp_path / 'base'}\n")
+    hold = tmp_path / "base" / "n1" / ".globus-tmp-hold" / "77"
+    (hold / "d").mkdir(parents=True)
+    hold.parent.chmod(0o700)
+    (hold / "d" / "f.dat").write_bytes(b"f" * 4096)
+    store = NodeStateStore(tmp_path / "state")
+    store.ensure()
+    user = UserIdentity("alice", 1000, 1000, "/home/alice")
+    held = HeldTmp(path=str(hold), size=8192, since=time.time() - 3600)
+    store.write(UserNodeState("alice", 1000, holds={"77": held}))
+
+    def lifecycle(seconds_left: float) -> NodeLifecycle:
+        log = HookLog("test", to_stderr=False)
+        lc = NodeLifecycle(Config(), "n1", store, log, time.monotonic() + seconds_left)
+        lc._slurm = read_slurm_settings(conf)
+        return lc
+
+    (note,) = lifecycle(1.0).free_unserved_private_tmp(user)
+    assert "NOT removed" in note and "time ran out" in note, note
+    assert hold.exists() and store.read("alice", 1000).holds == {}
+    reconcile = lifecycle(60.0).private_tmp
+    assert reconcile.orphan_holds() == [hold]
+    assert "freed" in reconcile.delete_orphan(hold) and not hold.exists()

@@ -69,3 +69,18 @@ def test_hot_paths_import_nothing_heavy(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_mount_table_is_parsed_with_its_escapes(tmp_path: Path) -> None:
+    from globus_tmp.mounts import is_mount_point, mount_points
+
+    table = tmp_path / "mountinfo"
+    table.write_bytes(
+        b"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        b"97 22 8:1 /srv/a /state/jobtmp/u/7 rw shared:1 - ext4 /dev/sda1 rw\n"
+        b"98 22 0:5 / /with\\040space\\134x rw - tmpfs tmpfs rw\n"
+    )
+    assert mount_points(str(table)) == ["/", "/state/jobtmp/u/7", "/with space\\x"]
+    assert is_mount_point("/state/jobtmp/u/7", str(table))  # a bind: same device as "/"
+    assert not is_mount_point("/state/jobtmp/u", str(table))
+    assert not is_mount_point("/", str(tmp_path / "missing"))  # unreadable: not a mount
