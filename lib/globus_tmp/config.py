@@ -41,6 +41,8 @@ from .configkeys import (
     config_file,
     expand_percent,
     fingerprint,
+    placeholders,
+    user_dir_problem,
 )
 from .errors import ConfigError
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .configkeys import OnFailure
+    from .job import UserIdentity
 
 __all__ = [
     "CACHE_DIR",
@@ -130,13 +133,41 @@ class Config:
             return Path(expand_percent(self.log_file, {"n": node}))
         return self.state_dir_for(node) / "hooks.log"
 
-    def user_dir_for(self, home: str) -> Path:
-        """``user_dir`` for a user whose home is ``home`` (string work, no file access)."""
-        if self.user_dir == "~":
+    def user_dir_for(self, user: UserIdentity | str) -> Path:
+        """``user``'s ``user_dir``: ``~`` is their home, ``%u`` their name, ``%U`` their
+        uid (string work, no file access; :mod:`globus_tmp.userdir` checks the place).
+
+        A bare home (``str``, the older call) serves a ``~``-relative ``user_dir`` only:
+        a placeholder needs the user, and a guess would give users one shared dir."""
+        if isinstance(user, str):
+            home, values = user, None
+        else:
+            home, values = user.home, {"u": user.name, "U": str(user.uid)}
+        text = self.user_dir
+        problem = user_dir_problem(text)  # also for a Config built in code, not parsed
+        if problem:
+            raise ConfigError(f"{self.source}: key 'user_dir' {problem}")
+        if placeholders(text):
+            if values is None or not _safe_component(values["u"]):
+                who = "a user" if values is None else f"user name {values['u']!r}"
+                raise ConfigError(
+                    f"{self.source}: key 'user_dir' ({text}) cannot be expanded for {who}; "
+                    'use "~/..." or %U (uid) instead'
+                )
+            text = expand_percent(text, values)
+        elif "%" in text:
+            text = expand_percent(text, {})  # only %%
+        if text == "~":
             return Path(home)
-        if self.user_dir.startswith("~/"):
-            return Path(home) / self.user_dir[2:]
-        return Path(self.user_dir)
+        if text.startswith("~/"):
+            return Path(home) / text[2:]
+        return Path(text)
+
+
+def _safe_component(name: str) -> bool:
+    """Whether a user name can stand for ``%u`` in a path: no ``/``, not ``.``/``..``
+    (a name from NSS is not ours to trust to be a plain word)."""
+    return bool(name) and "/" not in name and name not in (".", "..")
 
 
 def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:

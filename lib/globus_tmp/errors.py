@@ -132,6 +132,11 @@ class PrivilegeError(GlobusTmpError):
     """Dropping to the job user failed, or a step as the user did not finish in time."""
 
 
+class UserDirError(GlobusTmpError):
+    """The user's ``user_dir`` cannot be trusted (someone else owns or may write it or a
+    directory above it) or cannot be made: nothing in it is used."""
+
+
 class PoolError(GlobusTmpError):
     """The user's endpoint pool cannot give this node an endpoint."""
 

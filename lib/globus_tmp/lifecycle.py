@@ -434,10 +434,12 @@ class NodeLifecycle:
         from .slurmconf import cluster_name
         from .stageout import declared_count
 
-        user_dir = self.cfg.user_dir_for(user.home)
+        user_dir = self.cfg.user_dir_for(user)
         cluster = cluster_name(self.cfg, os.environ)
         try:
-            found = run_as(user, self._step(), declared_count, user_dir, cluster, job_id, self.node)
+            found = run_as(
+                user, self._step(), declared_count, user_dir, user.home, cluster, job_id, self.node
+            )
         except GlobusTmpError as exc:
             self.log.error(f"could not look for stage-outs of job {job_id}: {exc}")
             return False
@@ -777,7 +779,7 @@ class NodeLifecycle:
 
     def _adopt(self, user: UserIdentity, proc: ProcessRef, entry: str) -> GcpInstance | None:
         """Take over a GCP an interrupted start left running, for the jobs waiting on it."""
-        config_dir = self.cfg.user_dir_for(user.home) / "endpoints" / entry
+        config_dir = self.cfg.user_dir_for(user) / "endpoints" / entry
         budget = max(min(self.cfg.start_timeout, self._left() - 5), 1.0)
         try:
             return self.actions_for(user).take_over(self.node, proc, config_dir, budget).instance

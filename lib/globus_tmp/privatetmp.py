@@ -395,16 +395,16 @@ def _exit(cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdenti
     from .stageout import declared_count, mark_held
 
     cluster = cluster_name(cfg, os.environ)
-    user_dir = cfg.user_dir_for(user.home)
-    declared = int(run_as(user, 15, declared_count, user_dir, cluster, job_id, node))
+    user_dir = cfg.user_dir_for(user)
+    declared = int(run_as(user, 15, declared_count, user_dir, user.home, cluster, job_id, node))
     try:
         held, what = tmp.exit(job_id, user, declared)
     except PrivateTmpError as exc:
         if declared:
-            run_as(user, 15, mark_held, user_dir, cluster, job_id, node, False, str(exc))
+            run_as(user, 15, mark_held, user_dir, user.home, cluster, job_id, node, False, str(exc))
         raise
     if declared:
-        run_as(user, 15, mark_held, user_dir, cluster, job_id, node, held, "")
+        run_as(user, 15, mark_held, user_dir, user.home, cluster, job_id, node, held, "")
     return what
 
 

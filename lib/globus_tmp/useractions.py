@@ -29,6 +29,7 @@ from .pool import EndpointPool, LeaseProver, PoolEntry
 from .privileges import report_progress, run_as, run_as_reporting
 from .process import ProcessRef
 from .slurmview import SlurmView
+from .userdir import check_user_dir
 
 Progress = Callable[[Any], None]
 
@@ -100,11 +101,16 @@ class ForkedUserActions:
         self.cfg = cfg
         self.user = user
         self.holder = holder
-        self.pool_root = cfg.user_dir_for(user.home)
+        self.pool_root = cfg.user_dir_for(user)
         self.prover = prover
 
+    def _trusted_root(self) -> Path:
+        """``user_dir``, checked in the step as the user before anything in it is used
+        (:mod:`globus_tmp.userdir`): only ever called inside a step."""
+        return check_user_dir(self.pool_root, self.user.home)
+
     def _pool(self) -> EndpointPool:
-        return EndpointPool(self.pool_root)
+        return EndpointPool(self._trusted_root())
 
     def _gcp(self) -> GcpCommand:
         return GcpCommand(self.cfg.gcp_path)
@@ -198,11 +204,17 @@ class ForkedUserActions:
         return bool(run_as(self.user, timeout, self._gcp().request_stop))
 
     def release(self, name: str, timeout: float) -> bool:
-        return bool(run_as(self.user, timeout, self._pool().release, name, self.holder))
+        return bool(run_as(self.user, timeout, self._release, name))
+
+    def _release(self, name: str) -> bool:
+        return self._pool().release(name, self.holder)
 
     def mark_lease(self, name: str, phase: str, until: float | None, timeout: float) -> bool:
         """Record in the lease that our GCP is ``phase`` (e.g. draining until T)."""
-        return bool(run_as(self.user, timeout, self._pool().mark, name, self.holder, phase, until))
+        return bool(run_as(self.user, timeout, self._mark_lease, name, phase, until))
+
+    def _mark_lease(self, name: str, phase: str, until: float | None) -> bool:
+        return self._pool().mark(name, self.holder, phase, until)
 
     @staticmethod
     def _slot(node: str, slot: JobSlot | None) -> int | None:
@@ -230,7 +242,7 @@ class ForkedUserActions:
         from .transfers import active_tasks_on
 
         return active_tasks_on(
-            self.cfg, self.pool_root, endpoint_id, max_age, wait=max(timeout / 3, 1.0)
+            self.cfg, self._trusted_root(), endpoint_id, max_age, wait=max(timeout / 3, 1.0)
         )
 
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]:
@@ -255,11 +267,12 @@ class ForkedUserActions:
     ) -> list[dict[str, Any]]:
         from .stageout import StageOutStore, submit_declared
 
-        if not StageOutStore(self.pool_root).records(self.holder.cluster, job_id, node):
+        root = self._trusted_root()
+        if not StageOutStore(root).records(self.holder.cluster, job_id, node):
             return []  # most jobs: no Globus session, no import of globus_sdk
         _http_timeout(timeout)
         return submit_declared(
-            self._session, self.pool_root, self.holder.cluster, job_id, node, endpoint, gone_why
+            self._session, root, self.holder.cluster, job_id, node, endpoint, gone_why
         )
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
@@ -270,7 +283,7 @@ class ForkedUserActions:
         from .stageout import settle
 
         _http_timeout(timeout)
-        return settle(self._session, self.pool_root, self.holder.cluster, node)
+        return settle(self._session, self._trusted_root(), self.holder.cluster, node)
 
     def _session(self) -> Any:
         from .globusapi import GlobusSession

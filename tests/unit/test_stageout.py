@@ -48,11 +48,11 @@ def test_a_node_name_that_prefixes_another_is_not_confused(tmp_path: Path) -> No
 def test_marking_held_and_refused(tmp_path: Path) -> None:
     store = StageOutStore(tmp_path)
     store.declare(_record())
-    assert declared_count(tmp_path, "c", "5", "n1") == 1
-    assert mark_held(tmp_path, "c", "5", "n1", False, "not held: cap") == 1
+    assert declared_count(tmp_path, str(tmp_path), "c", "5", "n1") == 1
+    assert mark_held(tmp_path, str(tmp_path), "c", "5", "n1", False, "not held: cap") == 1
     (record,) = store.records()
     assert record.state == FAILED and record.error == "not held: cap" and record.held is False
-    assert declared_count(tmp_path, "c", "5", "n1") == 0
+    assert declared_count(tmp_path, str(tmp_path), "c", "5", "n1") == 0
 
 
 def test_a_corrupt_record_is_skipped_not_fatal(tmp_path: Path) -> None:
