@@ -35,11 +35,14 @@ from .failpoints import failpoint
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
 from .nodestate import (
+    MAX_STAGE_TASKS,
+    MAX_TASKS,
     GcpInstance,
     HeldTmp,
     NodeStateStore,
     StartRecord,
     UserNodeState,
+    accept_task_ids,
 )
 from .phases import Phase
 from .process import ProcessRef
@@ -410,17 +413,27 @@ class NodeLifecycle:
             self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
             return "; stage-out NOT submitted", []
         count_api("submit")
-        tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
+        submitted = [o.get("task_id") for o in outcomes if o.get("state") == "submitted"]
+        tasks, refused = accept_task_ids(submitted)
         for o in outcomes:
             self._log_stage_out(o)
         with self.store.jobs_lock(user.name, self._left()):  # the hold learns its tasks
             state = self._read(user)
+            room = max(MAX_STAGE_TASKS - len(state.stage_tasks), 0)
+            refused += max(len(tasks) - room, 0)
+            tasks = tasks[:room]
             state.stage_tasks = sorted(set(state.stage_tasks) | set(tasks))
             hold = state.holds.get(job_id)
             if hold is not None:
                 hold.tasks = tasks
             freed = self._pop_done_holds(state)
             self.store.write(state)
+        if refused:
+            self.log.error(
+                f"stage-out of job {job_id}: {refused} task id(s) from {user.name}'s records "
+                f"refused (not a Globus task id, or past {MAX_TASKS} per job or "
+                f"{MAX_STAGE_TASKS} awaiting their outcome on this node); not followed"
+            )
         for export_path, done in freed:
             self.log.info(self._free_private_tmp(user, export_path, done))
         if not outcomes:

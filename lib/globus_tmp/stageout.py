@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .boundedio import STATE, read_text_bounded
 from .errors import GlobusTmpError
+from .nodestate import MAX_TASKS
 from .userdir import check_user_dir
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
@@ -39,7 +40,9 @@ DECLARED, SUBMITTED, SUCCEEDED, FAILED = "declared", "submitted", "succeeded", "
 FINISHED = (SUCCEEDED, FAILED)
 SYNC_LEVELS = ("exists", "size", "mtime", "checksum")
 """globus-cli's names for Transfer's ``sync_level`` 0..3 (checked when declared)."""
-_MAX_PER_JOB_NODE = 100
+_MAX_PER_JOB_NODE = MAX_TASKS
+"""Declarations of one job on one node: each is one task the Epilog submits, and node
+state takes at most this many task ids of a job (a forged record is refused there)."""
 
 
 class StageOutError(GlobusTmpError):

@@ -255,7 +255,7 @@ class ForkedUserActions:
         self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
     ) -> list[dict[str, Any]]:
         """Submit the job's stage-outs declared on ``node``; one outcome per record."""
-        return list(
+        return _outcomes(
             run_as(
                 self.user, timeout + 2, self._submit_stage_outs, job_id, node, endpoint,
                 timeout, gone_why,
@@ -277,7 +277,7 @@ class ForkedUserActions:
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
         """Record how this node's submitted stage-outs ended; those that have."""
-        return list(run_as(self.user, timeout + 2, self._settle_stage_outs, node, timeout))
+        return _outcomes(run_as(self.user, timeout + 2, self._settle_stage_outs, node, timeout))
 
     def _settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
         from .stageout import settle
@@ -289,6 +289,12 @@ class ForkedUserActions:
         from .globusapi import GlobusSession
 
         return GlobusSession(self.cfg, self.pool_root, interactive=False)
+
+
+def _outcomes(data: Any) -> list[dict[str, Any]]:
+    """A stage-out step's answer as outcome documents (anything else is dropped: the step
+    is the user's). Their task ids are checked where they enter node state."""
+    return [o for o in data if isinstance(o, dict)] if isinstance(data, list) else []
 
 
 def _http_timeout(timeout: float) -> None:

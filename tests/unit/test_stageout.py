@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from globus_tmp.nodestate import MAX_TASKS
 from globus_tmp.slurmconf import job_container_bases
 from globus_tmp.stageout import (
     DECLARED,
@@ -63,8 +64,9 @@ def test_a_corrupt_record_is_skipped_not_fatal(tmp_path: Path) -> None:
 
 
 def test_too_many_declarations_say_what_to_do(tmp_path: Path) -> None:
+    """As many as node state follows for one job (MAX_TASKS, one task each)."""
     store = StageOutStore(tmp_path)
-    for _ in range(100):
+    for _ in range(MAX_TASKS):
         store.declare(_record())
     with pytest.raises(StageOutError, match="declare a directory"):
         store.declare(_record())
