@@ -300,6 +300,11 @@ class ControlSocket:
             os.unlink(self.path)
         except FileNotFoundError:
             return False
+        except OSError as exc:  # e.g. a directory: another user's doing, not the site's
+            raise ControlSocketSquatted(
+                f"GCP's control socket path {self.path} is taken by uid {self.owner()} and "
+                f"cannot be removed ({exc.strerror}); ask an admin to remove it"
+            ) from None
         return True
 
 

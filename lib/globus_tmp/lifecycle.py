@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
-from .errors import GcpError, GlobusTmpError
+from .errors import ConfigError, GcpError, GlobusTmpError
 from .failpoints import failpoint
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
@@ -222,14 +222,9 @@ class NodeLifecycle:
                 state.starting = StartRecord()
                 state.clear_drain()
                 self.store.write(state)
-            from .gcp import ControlSocket
-
-            if ControlSocket(user.uid).clear_if_squatted():
-                self.log.error(
-                    f"removed {ControlSocket(user.uid).path}: it was not {user.name}'s "
-                    "(another user squatted GCP's control socket)"
-                )
             try:
+                self._clear_control_socket(user)
+                self._check_gcp_path()
                 started = self._start_or_take_over(user, job_id, nodelist)
             except GlobusTmpError as exc:
                 self._abandon_start(user, str(exc))
@@ -252,6 +247,25 @@ class NodeLifecycle:
             f"started GCP pid {inst.pid} from pool entry {inst.endpoint_name} "
             f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node",
         )
+
+    def _clear_control_socket(self, user: UserIdentity) -> None:
+        from .gcp import ControlSocket
+
+        if ControlSocket(user.uid).clear_if_squatted():
+            self.log.error(
+                f"removed {ControlSocket(user.uid).path}: it was not {user.name}'s "
+                "(another user squatted GCP's control socket)"
+            )
+
+    def _check_gcp_path(self) -> None:
+        """Root's own look at the install before a start: a step as the user that says
+        GCP cannot be run is the user's to forge, so only this counts as the site's."""
+        path = self.cfg.gcp_path
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ConfigError(
+                f"{self.cfg.source}: key 'gcp_path' ({path}) is not an executable file; "
+                "install Globus Connect Personal there or fix gcp_path"
+            )
 
     def _record_progress(self, user: UserIdentity, data: Any) -> None:
         """What the start step has done so far, in node state before anything else."""

@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from .config import Config
-from .errors import GcpError
+from .errors import GcpError, PrivilegeError, mark_user_side
 from .gcp import GcpCommand, GcpStatus, find_pool_instances
 from .job import UserIdentity
 from .leases import Holder
@@ -46,7 +46,19 @@ class Started:
 
     @classmethod
     def from_json(cls, data: Any) -> Started:
-        return cls(GcpInstance(**data["instance"]), data.get("note"))
+        """A start step's answer, well-typed or ``TypeError``/``KeyError``: root keeps
+        these values in node state and acts on the pid (the step is the user's)."""
+        inst = GcpInstance(**data["instance"])
+        texts = (inst.endpoint_id, inst.endpoint_name, inst.config_dir, inst.log_path)
+        if not (
+            type(inst.pid) is int
+            and type(inst.start_ticks) is int
+            and type(inst.since) in (int, float)
+            and all(isinstance(t, str) for t in texts)
+        ):
+            raise TypeError("ill-typed instance")
+        note = data.get("note")
+        return cls(inst, note if isinstance(note, str) else None)
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,7 @@ class ForkedUserActions:
         data = run_as_reporting(
             self.user, budget + 3, on_progress, self._start, node, budget, slot, list(paths)
         )
-        return Started.from_json(data)
+        return _answer("start", Started.from_json, data)
 
     def _start(
         self, node: str, budget: float, slot: JobSlot | None, paths: list[str]
@@ -169,7 +181,7 @@ class ForkedUserActions:
             self.user, budget + 3, self._take_over, node, ref.pid, ref.start_ticks,
             str(config_dir), budget,
         )  # fmt: skip
-        return Started.from_json(data)
+        return _answer("take over", Started.from_json, data)
 
     def _take_over(
         self, node: str, pid: int, ticks: int, config_dir: str, budget: float
@@ -194,7 +206,7 @@ class ForkedUserActions:
 
     def status(self, timeout: float) -> GcpStatus | None:
         data = run_as(self.user, timeout + 2, self._status, timeout)
-        return None if data is None else GcpStatus(data["online"], data["transfer"])
+        return _answer("status", _status_of, data)
 
     def _status(self, timeout: float) -> dict[str, str] | None:
         status = self._gcp().status(timeout)
@@ -249,7 +261,7 @@ class ForkedUserActions:
         """GCPs of the user running from a pool entry on this node (read as the user)."""
         endpoints = str(self.pool_root / "endpoints")
         data = run_as(self.user, timeout, find_pool_instances, self.user.uid, endpoints)
-        return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
+        return _answer("pool instances", _pool_instances_of, data)
 
     def submit_stage_outs(
         self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
@@ -289,6 +301,39 @@ class ForkedUserActions:
         from .globusapi import GlobusSession
 
         return GlobusSession(self.cfg, self.pool_root, interactive=False)
+
+
+T = TypeVar("T")
+
+
+def _answer(what: str, parse: Callable[[Any], T], data: Any) -> T:
+    """``parse(data)`` of a step's answer; one it cannot take is the user's doing (their
+    step), never an internal error of root's (which ``on_failure`` would count)."""
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise mark_user_side(
+            PrivilegeError(f"the step as the user ({what}) sent an unusable answer")
+        ) from None
+
+
+def _status_of(data: Any) -> GcpStatus | None:
+    if data is None:
+        return None
+    online, transfer = data["online"], data["transfer"]
+    if not isinstance(online, str) or not isinstance(transfer, str):
+        raise TypeError("ill-typed status")
+    return GcpStatus(online, transfer)
+
+
+def _pool_instances_of(data: Any) -> list[tuple[ProcessRef, Path]]:
+    found = []
+    for d in data:
+        pid, ticks, config_dir = d["pid"], d["start_ticks"], d["config_dir"]
+        if not (type(pid) is int and type(ticks) is int and isinstance(config_dir, str)):
+            raise TypeError("ill-typed instance")
+        found.append((ProcessRef(pid, ticks), Path(config_dir)))
+    return found
 
 
 def _outcomes(data: Any) -> list[dict[str, Any]]:
