@@ -112,10 +112,13 @@ class Config:
     gcp_cgroup: str = "globus-tmp"
     """Parent cgroup of every (node, user) GCP (a systemd scope's slice, or a directory in
     each cgroup hierarchy); empty: GCP stays in slurmd's cgroup."""
-    gcp_cpu_max: float = 0.0
-    """CPUs one user's GCP (with its transfers) may use, e.g. 2.0; 0: no limit."""
-    gcp_memory_max: int = 0
-    """Bytes of memory one user's GCP may use; 0: no limit."""
+    gcp_cpu_max: float = 2.0
+    """CPUs one user's GCP (with its transfers) may use; 0: no limit. GCP runs outside
+    the job's cgroup, on cores Slurm gave to jobs: 2 keeps a GridFTP server with
+    checksums busy without taking a node (docs/ADMIN.md, "Metrics and cgroups")."""
+    gcp_memory_max: int = 2 << 30
+    """Bytes of memory one user's GCP may use (its page cache included, which the kernel
+    reclaims first); 0: no limit. 2 GiB: docs/ADMIN.md, "Metrics and cgroups"."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 
