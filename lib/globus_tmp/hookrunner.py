@@ -14,19 +14,24 @@ the backstop.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
+from .alarm import alarm_backstop
 from .config import Config, load_config
-from .errors import EXIT_FAILED, EXIT_OK, GlobusTmpError, HookTimeout, from_user_side
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    GlobusTmpError,
+    HookTimeout,
+    JobContextError,
+    from_user_side,
+)
 from .hooklog import HookLog
-from .job import JobContext
+from .job import JobContext, node_name
 from .lifecycle import NodeLifecycle
 from .nodestate import NodeStateStore
 
@@ -39,14 +44,20 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
     log = HookLog(name)
     try:
         cfg = load_config()
-        job = JobContext.from_hook_env(os.environ)
     except GlobusTmpError as exc:
         log.error(f"{exc}; nothing done")
         return EXIT_OK
-    log.bind(job=job.job_id, node=job.node, user=job.user.name)
+    node = node_name(os.environ)
+    log.bind(job=os.environ.get("SLURM_JOB_ID", "?"), node=node)
     deadline = started + cfg.hook_timeout
     try:
         with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
+            try:  # the user look-up (NSS, maybe LDAP) may hang: under the alarm
+                job = JobContext.from_hook_env(os.environ)
+            except JobContextError as exc:
+                log.error(f"{exc}; nothing done")
+                return EXIT_OK
+            log.bind(job=job.job_id, node=job.node, user=job.user.name)
             store = NodeStateStore(cfg.state_dir_for(job.node))
             store.ensure()
             log.configure(cfg.log_file_for(job.node), cfg.syslog_facility)
@@ -59,7 +70,7 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         log_failure(log, exc, note)
         outcome = outcome_of(exc)
     if cfg.metrics_file:
-        _record_run(cfg, job.node, name, outcome)
+        _record_run(cfg, node, name, outcome)
     return code
 
 
@@ -98,23 +109,6 @@ def _rendered_within(state_dir: Path, seconds: float = RENDER_EVERY) -> bool:
 
 
 _TIMEOUT = "hit hook_timeout; gave up (raise hook_timeout or start_timeout?)"
-
-
-@contextlib.contextmanager
-def alarm_backstop(seconds: float, message: str) -> Iterator[None]:
-    """Raise :class:`HookTimeout` (``message``) in this process after ``seconds``: the
-    backstop behind every bounded wait, for whatever still hangs."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise HookTimeout(message)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(math.ceil(seconds), 1))
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def log_failure(log: HookLog, exc: BaseException, note: str = "") -> None:

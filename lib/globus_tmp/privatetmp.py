@@ -353,22 +353,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
+    from .alarm import alarm_backstop
     from .config import load_config
-    from .hookrunner import alarm_backstop, log_failure, outcome_of
+    from .hookrunner import log_failure, outcome_of
     from .job import node_name
     from .slurmconf import job_container_bases, slurm_conf_path
 
     try:
         cfg = load_config()
         node = node_name(os.environ)
-        user = UserIdentity.from_uid(int(uid_text))
+        uid = int(uid_text)
     except (GlobusTmpError, ValueError) as exc:
         log.error(f"privatetmp {command} job {job_id}: {exc}; nothing done")
         return EXIT_OK
-    log.bind(job=job_id, node=node, user=user.name)
+    log.bind(job=job_id, node=node)
     outcome = "ok"
     try:
         with alarm_backstop(cfg.hook_timeout, "privatetmp: hit hook_timeout; gave up"):
+            user = UserIdentity.from_uid(uid)  # NSS (maybe LDAP) may hang: under the alarm
+            log.bind(job=job_id, node=node, user=user.name)
             store = NodeStateStore(cfg.state_dir_for(node))
             store.ensure()
             log.configure(cfg.log_file_for(node), cfg.syslog_facility)
