@@ -260,12 +260,11 @@ class NodeLifecycle:
     def _check_gcp_path(self) -> None:
         """Root's own look at the install before a start: a step as the user that says
         GCP cannot be run is the user's to forge, so only this counts as the site's."""
-        path = self.cfg.gcp_path
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise ConfigError(
-                f"{self.cfg.source}: key 'gcp_path' ({path}) is not an executable file; "
-                "install Globus Connect Personal there or fix gcp_path"
-            )
+        from .gcp import launcher_problem
+
+        problem = launcher_problem(self.cfg.gcp_path)
+        if problem:
+            raise ConfigError(f"{self.cfg.source}: {problem}")
 
     def _record_progress(self, user: UserIdentity, data: Any) -> None:
         """What the start step has done so far, in node state before anything else."""

@@ -74,7 +74,7 @@ def _raises(exc: BaseException) -> Callable[[NodeLifecycle, JobContext], str]:
         (errors.mark_user_side(ConfigError("a step said ConfigError")), 0),
         (errors.LockTimeout("waited", path="/x", timeout=1.0), 0),
         (StateError("state_dir /run/x is writable by group/others"), 1),
-        (ConfigError("key 'gcp_path' ... not an executable file"), 1),
+        (ConfigError("gcp_path ... is missing or not executable"), 1),
         (RuntimeError("a bug of ours"), 1),
     ],
 )
@@ -135,7 +135,7 @@ def test_a_missing_gcp_install_is_the_sites_and_fails_the_prolog(
 ) -> None:
     log = hook_env(on_failure="fail", gcp_path="/nonexistent/globusconnectpersonal")
     assert run_hook("prolog", lambda lc, job: lc.prolog(job), honours_on_failure=True) == 1
-    assert "key 'gcp_path' (/nonexistent/globusconnectpersonal) is not an executable" in (
+    assert "gcp_path /nonexistent/globusconnectpersonal is missing or not executable" in (
         log.read_text()
     )
 
