@@ -38,6 +38,11 @@ _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 def check_user_dir(user_dir: Path, home: str) -> Path:
     """``user_dir`` when this process's user may trust it; :class:`UserDirError` (one
     line naming the fix) when not. Run as the user: no file is opened."""
+    if not user_dir.is_absolute():  # "~" of a user without a home in the password file
+        raise UserDirError(
+            f"user_dir {user_dir} is not an absolute path (is your home set?); ask your admin"
+        )
+    home = home if os.path.isabs(home) else "/"  # no home: every parent up to / counts
     uid = os.geteuid()
     real_home = os.path.realpath(home)
     top = home if _within(str(user_dir), home) else "/"

@@ -109,6 +109,7 @@ def test_the_users_own_dir_under_the_home_is_trusted(base: Path) -> None:
     home = _dir(base / "home", NOBODY, 0o755)
     assert _check(_dir(home / ".globus-tmp", NOBODY), home) == "ok"
     assert _check(home / "not-made-yet", home) == "ok"  # nothing in it to trust
+    assert "not an absolute path" in _check(Path(".globus-tmp"), Path(""))  # no home
 
 
 def test_a_dir_planted_by_another_user_is_refused(base: Path) -> None:
