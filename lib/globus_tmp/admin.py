@@ -182,7 +182,9 @@ def _reconcile(cfg: Config, node: str, only: str | None, log: HookLog) -> None:
         print(summary)
     from .metrics import record_run
 
-    record_run(cfg, node, "reconcile", "ok")  # does nothing without metrics_file
+    problem = record_run(cfg, node, "reconcile", "ok")  # does nothing without metrics_file
+    if problem:
+        log.error(problem)
 
 
 def healthcheck_main() -> int:

@@ -2,7 +2,9 @@
 
 The file is TOML and lives beside ``slurm.conf`` (as Slurm's own plugins keep
 ``cgroup.conf`` and friends), so a cluster with several Slurm configurations gets one
-globus-tmp configuration each. ``GLOBUS_TMP_CONFIG`` names another file.
+globus-tmp configuration each; with none there (a configless slurmd's ``SLURM_CONF``
+is in its conf cache, where slurmctld pushes only Slurm's files),
+``/etc/slurm/globus-tmp.conf``. ``GLOBUS_TMP_CONFIG`` names another file.
 
 Every key is checked: a wrong key, type or value is one line naming the key and the
 file, because an admin reads it in a slurmd log.
@@ -40,6 +42,7 @@ from .configkeys import (
     check_table,
     config_file,
     expand_percent,
+    fallback_config,
     fingerprint,
     placeholders,
     user_dir_problem,
@@ -48,7 +51,7 @@ from .errors import ConfigError
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, BinaryIO
 
     from .configkeys import OnFailure
     from .job import UserIdentity
@@ -119,6 +122,11 @@ class Config:
     gcp_memory_max: int = 2 << 30
     """Bytes of memory one user's GCP may use (its page cache included, which the kernel
     reclaims first); 0: no limit. 2 GiB: docs/ADMIN.md, "Metrics and cgroups"."""
+    slurm_bin_dir: str = ""
+    """The directory of Slurm's commands (``squeue``, ``scontrol``, ``slurmd``), e.g.
+    ``/opt/slurm/bin`` for a Slurm installed under a prefix (its ``../sbin`` is searched
+    too, where ``make install`` puts ``slurmd``); empty: ``/usr/local/bin:/usr/bin:/bin``
+    and the ``sbin`` directories. Slurm commands never come from a caller's PATH."""
     globus_service_urls: tuple[tuple[str, str], ...] = ()
     """Service name -> base URL, e.g. a test deployment of Globus (default: Globus itself).
 
@@ -180,19 +188,21 @@ def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:
 
 
 def load_config(env: Mapping[str, str] | None = None, cache_dir: str = CACHE_DIR) -> Config:
-    """Find, read and validate the configuration; a missing default file means defaults."""
+    """Find, read and validate the configuration; no file beside ``SLURM_CONF`` nor at
+    the fallback place means defaults."""
     path, explicit = config_path(os.environ if env is None else env)
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the error cases
-    except FileNotFoundError:
+    fh = _open(path)
+    fallback = fallback_config(str(path), explicit)
+    if fh is None and fallback is not None:
+        path = Path(fallback)
+        fh = _open(path)
+    if fh is None:
         if explicit:
             raise ConfigError(
                 f"{path}: no such file (named by GLOBUS_TMP_CONFIG); "
                 "create it or unset the variable"
-            ) from None
+            )
         return Config()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     with fh:
         st = os.fstat(fh.fileno())
         raw = cached_table(cache_dir, str(path), st)
@@ -206,6 +216,16 @@ def load_config(env: Mapping[str, str] | None = None, cache_dir: str = CACHE_DIR
             raw = _parse_toml(data, path)
             _store_table(cache_dir, path, st, raw)
     return parse_config(raw, str(path))
+
+
+def _open(path: Path) -> BinaryIO | None:
+    """``path`` open for reading; None when there is no such file."""
+    try:
+        return open(path, "rb")  # the caller closes it
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def _parse_toml(data: bytes, path: Path) -> dict[str, Any]:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "globus-tmp.conf"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
+FALLBACK_CONFIG = "/etc/slurm/globus-tmp.conf"
+"""Read when no file is beside ``SLURM_CONF``: a configless slurmd (23.11+) hands the
+hooks ``SLURM_CONF=<SlurmdSpoolDir>/conf-cache/slurm.conf``, and slurmctld pushes only
+Slurm's own files there. It is the place every program without ``SLURM_CONF`` already
+reads (``HealthCheckProgram``, the reconcile timer), so one file serves them all."""
 CACHE_DIR = "/run/globus-tmp/.config-cache"
 MAX_CONFIG = 1 << 20
 """A larger file is not a configuration (and is never read whole)."""
@@ -51,7 +56,7 @@ _SECONDS = frozenset(
 )
 _BYTES = frozenset({"hold_max_bytes", "gcp_memory_max"})
 _ABSOLUTE = frozenset({"gcp_path", "state_dir"})
-_ABSOLUTE_OR_EMPTY = frozenset({"log_file", "chain_health_check", "metrics_file"})
+_ABSOLUTE_OR_EMPTY = frozenset({"log_file", "chain_health_check", "metrics_file", "slurm_bin_dir"})
 _STRINGS = frozenset(
     {*_ABSOLUTE, *_ABSOLUTE_OR_EMPTY, "user_dir", "on_failure", "globus_client_id"}
 )
@@ -78,6 +83,12 @@ def config_file(env: Mapping[str, str]) -> tuple[str, bool]:
         return explicit, True
     slurm_conf = env.get("SLURM_CONF") or DEFAULT_SLURM_CONF
     return os.path.join(os.path.dirname(slurm_conf.rstrip("/") or "/"), CONFIG_NAME), False
+
+
+def fallback_config(path: str, explicit: bool) -> str | None:
+    """Where to look when the file ``config_file`` named does not exist: nowhere for a
+    file named explicitly, else :data:`FALLBACK_CONFIG` (unless that was ``path``)."""
+    return None if explicit or path == FALLBACK_CONFIG else FALLBACK_CONFIG
 
 
 def check_table(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -156,6 +167,8 @@ def check_value(key: str, value: Any, source: str) -> Any:
             problem = user_dir_problem(value)
             if problem:
                 raise ConfigError(f"{source}: key 'user_dir' {problem}")
+        if key == "slurm_bin_dir" and value and not os.path.isdir(value):
+            raise bad("an existing directory (where squeue, scontrol, slurmd are)")
         return value
     raise AssertionError(key)  # pragma: no cover - KEYS and the checks are kept in step
 

@@ -70,7 +70,9 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
         log_failure(log, exc, note)
         outcome = outcome_of(exc)
     if cfg.metrics_file:
-        _record_run(cfg, node, name, outcome)
+        problem = _record_run(cfg, node, name, outcome)
+        if problem:
+            log.error(problem)
     return code
 
 
@@ -79,7 +81,7 @@ RENDER_EVERY = 30.0
 (``metrics.json``'s mtime) is older than this, and otherwise only journals its run."""
 
 
-def _record_run(cfg: Config, node: str, hook: str, outcome: str) -> None:
+def _record_run(cfg: Config, node: str, hook: str, outcome: str) -> str | None:
     """This run in the metrics (:mod:`globus_tmp.metrics`). Counting anything imports
     that module, so a Prolog that succeeded without it only joined, and such an Epilog
     only removed a job that was not the user's last: the paths of every job, held to
@@ -95,10 +97,10 @@ def _record_run(cfg: Config, node: str, hook: str, outcome: str) -> None:
         line = f"{hook} ok {process_age():.6f}\n".encode()  # metrics.journal_line
         with contextlib.suppress(OSError):  # metrics never fail a hook
             append_shared(state_dir / "metrics.journal", line, 2.0)
-        return
+        return None
     from .metrics import record_run
 
-    record_run(cfg, node, hook, outcome)
+    return record_run(cfg, node, hook, outcome)
 
 
 def _rendered_within(state_dir: Path, seconds: float = RENDER_EVERY) -> bool:

@@ -141,7 +141,7 @@ class NodeLifecycle:
         if self._jobs is None:
             from .slurmjobs import SlurmJobProbe
 
-            self._jobs = SlurmJobProbe(self.slurm, self.node)
+            self._jobs = SlurmJobProbe(self.slurm, self.node, bin_dir=self.cfg.slurm_bin_dir)
         return self._jobs
 
     @property
@@ -317,6 +317,11 @@ class NodeLifecycle:
         from .useractions import JobSlot, Started
 
         actions = self.actions_for(user)
+        if self.slurm.run_in_job:  # slurm.conf is read on a start anyway; never on a join
+            self.log.error(
+                f"PrologFlags=RunInJob: this GCP starts inside job {job_id}'s extern step and "
+                "cgroup and dies with that job; remove RunInJob, use PrologFlags=Alloc,Contain"
+            )
         budget = max(min(self.cfg.start_timeout + 15, self._left() - 5), 1.0)
         try:
             return actions.start(
@@ -342,18 +347,20 @@ class NodeLifecycle:
     def _private_tmp_paths(self, user: UserIdentity) -> tuple[str, ...]:
         """With job_container/tmpfs, GCP also exposes the user's export root, below
         which each job's private /tmp appears (see :mod:`globus_tmp.privatetmp`)."""
-        if not self.slurm.private_tmp:
+        if not self.slurm.exports_private_tmp:
             return ()
         return (str(self.private_tmp.ensure_export_root(user.name)),)
 
     @property
     def private_tmp(self) -> PrivateTmp:
         if self._private_tmp is None:
+            from .jobcontainer import read_job_container_conf
             from .privatetmp import PrivateTmp
-            from .slurmconf import job_container_bases
 
-            bases = job_container_bases(Path(self.slurm.path), self.node)
-            self._private_tmp = PrivateTmp(self.cfg, self.node, self.store, self.log, bases)
+            jc = read_job_container_conf(Path(self.slurm.path), self.node)
+            self._private_tmp = PrivateTmp(
+                self.cfg, self.node, self.store, self.log, list(jc.bases), jc.dirs
+            )
         return self._private_tmp
 
     # -- epilog ------------------------------------------------------------------

@@ -29,7 +29,10 @@ The render happens under the same lock, so two renders never rename an older sna
 over a newer one: a counter that went backwards would look like a reset to Prometheus.
 The textfile is replaced by rename (mode 0644; its temporary name does not end in
 ``.prom``, which the collector ignores) without an fsync: it is derived data, rewritten
-at the next render, and an fsync on the collector's disk would cost every hook.
+at the next render, and an fsync on the collector's disk would cost every hook. Root
+writes it only into a directory nobody else may write to
+(:func:`textfile_dir_problem`): there, another user could swap the temporary file or
+the target between the write and the rename.
 
 A fold is exact when its process is killed halfway: the journal begins with a
 generation line, and ``metrics.json`` records the generation, size and inode of the
@@ -38,8 +41,9 @@ not counted twice.
 
 Counting (:func:`count`) is in memory and free; only :func:`record_run` touches files,
 and only when ``metrics_file`` is set. It never raises: metrics must never fail a
-hook. The user-side steps never write here: their calls are counted as root, around
-the steps, from what they return.
+hook (a refused textfile directory comes back as one line for the caller's log). The
+user-side steps never write here: their calls are counted as root, around the steps,
+from what they return.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -140,23 +145,24 @@ def _split(key: str) -> tuple[str, dict[str, str]]:
 
 def record_run(
     cfg: Config, node: str, hook: str, outcome: str, seconds: float | None = None
-) -> None:
+) -> str | None:
     """Count one run of ``hook`` (its ``outcome`` and wall time, by default the age of
     this process: what slurmd waits for) with this process's pending counts, fold the
     journal and refresh the textfile. (A hook run that counted nothing but itself only
     appends :func:`journal_line`: :func:`globus_tmp.hookrunner.run_hook`.)
 
-    Does nothing when ``metrics_file`` is empty; never raises."""
+    Does nothing when ``metrics_file`` is empty; never raises. Returns one line for the
+    caller's log when the textfile's directory was refused (counters are kept)."""
     if not cfg.metrics_file:
-        return
+        return None
     try:
         elapsed = process_age() if seconds is None else seconds
         count("hook_runs_total", hook=hook, outcome=outcome)
         entry = {"c": dict(_pending), "h": [[hook, round(elapsed, 6)]]}
         _pending.clear()
-        fold_and_render(cfg, node, entry)
+        return fold_and_render(cfg, node, entry)
     except Exception:  # metrics never fail a hook, and log nothing noisy
-        pass
+        return None
 
 
 def journal_line(hook: str, seconds: float) -> bytes:
@@ -184,9 +190,10 @@ def _flock(fd: int, kind: int, timeout: float) -> bool:
             delay = min(delay * 2, 0.05)
 
 
-def fold_and_render(cfg: Config, node: str, entry: dict[str, Any] | None = None) -> None:
+def fold_and_render(cfg: Config, node: str, entry: dict[str, Any] | None = None) -> str | None:
     """Fold the journal (and ``entry``) into ``metrics.json`` and rewrite the textfile,
-    all under the journal's exclusive lock. Raises OSError (callers swallow it)."""
+    all under the journal's exclusive lock; why the textfile was not written, if it was
+    refused (:func:`textfile_dir_problem`). Raises OSError (callers swallow it)."""
     from .nodestate import NodeStateStore
 
     store = NodeStateStore(cfg.state_dir_for(node))
@@ -194,7 +201,7 @@ def fold_and_render(cfg: Config, node: str, entry: dict[str, Any] | None = None)
     fd = _open_journal(store.root / JOURNAL)
     try:
         if not _flock(fd, fcntl.LOCK_EX, LOCK_WAIT):
-            return
+            return None
         counts = _load(store.root / COUNTS)
         raw = _read_fd(fd)
         gen, body = _generation(raw)
@@ -211,7 +218,11 @@ def fold_and_render(cfg: Config, node: str, entry: dict[str, Any] | None = None)
         _replace(store.root / COUNTS, json.dumps(counts, separators=(",", ":")))
         os.ftruncate(fd, 0)
         os.write(fd, f"#gen {(gen or 0) + 1}\n".encode())
-        _replace(metrics_path(cfg, node), render(cfg, node, counts, store))
+        target = metrics_path(cfg, node)
+        problem = textfile_dir_problem(target)
+        if problem is None:
+            _replace(target, render(cfg, node, counts, store))
+        return problem
     finally:
         os.close(fd)
 
@@ -297,6 +308,27 @@ def metrics_path(cfg: Config, node: str) -> Path:
     from .configkeys import expand_percent
 
     return Path(expand_percent(cfg.metrics_file, {"n": node}))
+
+
+def textfile_dir_problem(path: Path) -> str | None:
+    """Why root must not write the textfile ``path`` (None: it may): its directory must
+    be a directory that only root (or this process's owner) can write to. Elsewhere
+    another user could replace the temporary file between its write and the rename,
+    or the target with a name of theirs."""
+    where = path.parent
+    try:
+        st = os.stat(where)
+    except OSError as exc:
+        return (f"metrics_file {path}: directory {where}: {exc.strerror}; create it "
+                "(node_exporter's textfile collector directory)")  # fmt: skip
+    if not stat.S_ISDIR(st.st_mode):
+        return f"metrics_file {path}: {where} is not a directory; fix metrics_file"
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"metrics_file {path}: directory {where} (uid {st.st_uid}, mode "
+                f"{oct(st.st_mode & 0o7777)}) is writable by others, who could swap the "
+                f"file between write and rename; not written: chown root {where} && "
+                f"chmod go-w {where}")  # fmt: skip
+    return None
 
 
 def _replace(path: Path, text: str) -> None:

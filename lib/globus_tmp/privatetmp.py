@@ -1,18 +1,23 @@
 """A job's private ``/tmp`` (Slurm's job_container/tmpfs), served by the user's GCP.
 
-With ``JobContainerType=job_container/tmpfs`` each job sees its own ``/tmp``: the
-directory ``BasePath/<node>/<job>/.<job>``, bound over ``/tmp`` in the job's mount
-namespace only. GCP, started by the Prolog in slurmd's namespace, would export the
-host's ``/tmp`` and move nothing of the job's. Slurm creates that directory in the
+With ``JobContainerType=job_container/tmpfs`` (``NamespaceType=namespace/tmpfs`` from
+25.11) each job sees its own ``/tmp``, bound over ``/tmp`` in the job's mount namespace
+only, from its container ``BasePath/<node>/<job>/.<job>``: the container itself on 22.05,
+``.<job>/_tmp`` from 23.02 (where every directory of ``job_container.conf``'s ``Dirs``
+has its own ``.<job>/<path with / made _>``, see :mod:`globus_tmp.jobcontainer`).
+GCP, started by the Prolog in slurmd's namespace, would export the host's ``/tmp`` and
+move nothing of the job's. Slurm creates that directory in the
 job's extern step after the Prolog and deletes it before the Epilog, so neither hook can
 reach it; the SPANK plugin (``spank/``) runs this module's command at exactly those two
 moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP run):
 
-- ``globus-tmp-privatetmp init JOB UID``: bind the job's ``/tmp`` at
+- ``globus-tmp-privatetmp init JOB UID``: bind the job's container at
   ``<state_dir>/jobtmp/<user>/<job>`` (every component root-owned, so no symlink can
   redirect the mount; the user's GCP exports ``<state_dir>/jobtmp/<user>`` from its
-  start, jobs come and go below it) and record it in the user's node state, where
-  ``GLOBUS_TMP_PATHS``, ``globus-tmp-endpoint --json`` and ``stage-out`` find it.
+  start, jobs come and go below it), so every private directory of the job is reachable
+  below it, and record where the job's ``/tmp`` is in it (``<job>`` or ``<job>/_tmp``)
+  in the user's node state, where ``GLOBUS_TMP_PATHS``, ``globus-tmp-endpoint --json``
+  and ``stage-out`` find it.
   Other users cannot reach it: the directory is the job user's, mode 0700.
 - ``globus-tmp-privatetmp exit JOB UID``: without a declared stage-out, unmount. With
   one, move the files into a root-owned hold, ``BasePath/<node>/.globus-tmp-hold/<job>``,
@@ -42,7 +47,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import Config
@@ -56,6 +61,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 HOLD_DIR = ".globus-tmp-hold"
+_CLONENS_MARGIN = 2.0  # seconds kept back from CloneNS*_Wait for exiting before Slurm kills
+_USER_STEP = 15.0  # at most, for one step as the user (reading or marking declarations)
 _SIZE_BUDGET = 10.0  # seconds to measure a job's /tmp before giving up on holding it
 
 
@@ -67,14 +74,22 @@ class PrivateTmp:
     """Exports and holds of private ``/tmp`` directories on one node (root)."""
 
     def __init__(
-        self, cfg: Config, node: str, store: NodeStateStore, log: HookLog, bases: list[Path]
+        self,
+        cfg: Config,
+        node: str,
+        store: NodeStateStore,
+        log: HookLog,
+        bases: list[Path],
+        dirs: tuple[str, ...] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node
         self.store = store
         self.log = log
         self.bases = bases
-        """Candidate ``BasePath`` directories of this node (see ``job_container_bases``)."""
+        """Candidate ``BasePath`` directories of this node (see :mod:`.jobcontainer`)."""
+        self.dirs = dirs
+        """``job_container.conf``'s ``Dirs`` (None: not set)."""
 
     def export_root(self, user: str) -> Path:
         return self.store.root / "jobtmp" / user
@@ -91,6 +106,7 @@ class PrivateTmp:
 
     def init(self, job_id: str, user: UserIdentity) -> str:
         _, source = self._job_dir(job_id, user.uid)
+        within = self._tmp_within(source, user.uid)
         target = self.ensure_export_root(user.name) / job_id
         with contextlib.suppress(FileExistsError):
             target.mkdir(mode=0o700)
@@ -101,11 +117,34 @@ class PrivateTmp:
         # stop of its GCP) still finds the mount and removes it
         with self.store.jobs_lock(user.name):
             state = self.store.read(user.name, user.uid)
-            state.job_tmp[job_id] = str(target)
+            state.job_tmp[job_id] = str(target / within)
             self.store.write(state)
         unmount(str(target))  # a leftover of an earlier run of the same job id
         bind(str(source), str(target))
-        return f"job {job_id}'s private /tmp ({source}) exported at {target}"
+        return f"job {job_id}'s private /tmp ({source / within}) exported at {target / within}"
+
+    def _tmp_within(self, container: Path, uid: int) -> str:
+        """Where the job's ``/tmp`` is in its container: ``_tmp`` (Slurm 23.02+, made by
+        Slurm before this runs, the user's own), else the container itself (22.05)."""
+        try:
+            st = os.lstat(container / "_tmp")
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+            return "_tmp"
+        if self.dirs is not None and "/tmp" not in self.dirs:
+            raise PrivateTmpError(
+                f"job_container.conf's Dirs ({','.join(self.dirs)}) has no /tmp: the job's "
+                "/tmp is the node's, nothing to export"
+            )
+        if st is not None:
+            raise PrivateTmpError(f"{container / '_tmp'} is not a directory of uid {uid}")
+        return ""
+
+    def export_point(self, user: str, job_tmp: str) -> Path:
+        """The mount point of a job's export, from where its ``/tmp`` is (:meth:`init`)."""
+        path, root = Path(job_tmp), self.export_root(user)
+        return path.parent if path.parent.parent == root else path
 
     # -- job end -----------------------------------------------------------------
 
@@ -132,7 +171,7 @@ class PrivateTmp:
         hold = base / HOLD_DIR / job_id
         with self.store.jobs_lock(user.name):
             state = self.store.read(user.name, user.uid)
-            state.job_tmp[job_id] = str(target)
+            state.job_tmp.setdefault(job_id, str(target / self._tmp_within(source, user.uid)))
             state.holds[job_id] = HeldTmp(path=str(hold), size=size, since=time.time())
             self.store.write(state)
         try:
@@ -199,10 +238,11 @@ class PrivateTmp:
         from .mounts import unmount
 
         if export:
+            point = str(self.export_point(user.name, export))
             with contextlib.suppress(OSError):
-                unmount(export)
+                unmount(point)
             with contextlib.suppress(OSError):
-                os.rmdir(export)
+                os.rmdir(point)
         if hold is None:
             return "export removed"
         return self.delete_hold(user, Path(hold.path), f" ({hold.size} bytes)")
@@ -331,7 +371,7 @@ USAGE = "usage: globus-tmp-privatetmp init|exit JOBID UID  (or clonens-init|clon
 def main(argv: list[str] | None = None) -> int:
     """``globus-tmp-privatetmp init|exit JOBID UID`` (the SPANK plugin), or
     ``clonens-init|clonens-epilog`` with Slurm's environment (``job_container.conf``'s
-    CloneNSScript/CloneNSEpilog, Slurm 24.05+). Always exits 0; the hook log says why."""
+    CloneNSScript/CloneNSEpilog, Slurm 24.11+). Always exits 0; the hook log says why."""
     args = sys.argv[1:] if argv is None else argv
     # A job ended at its time limit or by scancel: Slurm sends SIGTERM to every process
     # of its steps, this one too (it runs under the extern step). The move into the hold
@@ -339,17 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log = HookLog("privatetmp")
     bases: list[Path] = []
+    clonens = len(args) == 1 and args[0] in ("clonens-init", "clonens-epilog")
     if len(args) == 3 and args[0] in ("init", "exit"):
         command, job_id, uid_text = args
-    elif len(args) == 1 and args[0] in ("clonens-init", "clonens-epilog"):
+    elif clonens:
         command = "init" if args[0] == "clonens-init" else "exit"
-        job_id = os.environ.get("SLURM_JOB_ID", "")
-        source = os.environ.get("SLURM_JOB_MOUNTPOINT_SRC", "")  # BasePath/<job>/.<job>
-        uid_text = os.environ.get("SLURM_JOB_UID", "")
-        if source:
-            bases = [Path(source).parent.parent]
-            with contextlib.suppress(OSError):
-                uid_text = uid_text or str(os.lstat(source).st_uid)
+        job_id, uid_text, bases = _clonens_job(os.environ)
     else:
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
@@ -357,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     from .config import load_config
     from .hookrunner import log_failure, outcome_of
     from .job import node_name
-    from .slurmconf import job_container_bases, slurm_conf_path
+    from .jobcontainer import read_job_container_conf
+    from .slurmconf import slurm_conf_path
 
     try:
         cfg = load_config()
@@ -368,46 +404,81 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     log.bind(job=job_id, node=node)
     outcome = "ok"
+    jc = read_job_container_conf(slurm_conf_path(cfg, os.environ), node)
+    budget = cfg.hook_timeout
+    if clonens:  # past its _Wait Slurm kills us, and a killed CloneNSScript fails the job
+        wait = jc.clonens_script_wait if command == "init" else jc.clonens_epilog_wait
+        budget = min(budget, max(wait - _CLONENS_MARGIN, 1.0))
+    deadline = time.monotonic() + budget
     try:
-        with alarm_backstop(cfg.hook_timeout, "privatetmp: hit hook_timeout; gave up"):
+        with alarm_backstop(budget, f"privatetmp: gave up after {budget:g} s"):
             user = UserIdentity.from_uid(uid)  # NSS (maybe LDAP) may hang: under the alarm
             log.bind(job=job_id, node=node, user=user.name)
             store = NodeStateStore(cfg.state_dir_for(node))
             store.ensure()
             log.configure(cfg.log_file_for(node), cfg.syslog_facility)
-            bases = bases or job_container_bases(slurm_conf_path(cfg, os.environ), node)
-            tmp = PrivateTmp(cfg, node, store, log, bases)
+            tmp = PrivateTmp(cfg, node, store, log, bases or list(jc.bases), jc.dirs)
             if command == "init":
                 log.info(tmp.init(job_id, user))
             else:
-                log.info(_exit(cfg, tmp, node, job_id, user))
+                log.info(_exit(cfg, tmp, node, job_id, user, deadline))
     except Exception as exc:
         log_failure(log, exc)
         outcome = outcome_of(exc)
     if cfg.metrics_file:
         from .metrics import record_run
 
-        record_run(cfg, node, "privatetmp", outcome)
+        problem = record_run(cfg, node, "privatetmp", outcome)
+        if problem:
+            log.error(problem)
     return EXIT_OK  # Slurm's job_container plugin must never fail the job for us
 
 
-def _exit(cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdentity) -> str:
-    """Hold or let go, and tell the job's declarations (as the user) which it was."""
+def _clonens_job(env: Mapping[str, str]) -> tuple[str, str, list[Path]]:
+    """(job id, uid, [BasePath]) from what Slurm gives CloneNSScript and CloneNSEpilog.
+
+    CloneNSScript gets ``SLURM_JOB_UID`` and ``SLURM_JOB_MOUNTPOINT_SRC``
+    (``BasePath/<job>/.<job>``); CloneNSEpilog only ``SLURM_JOB_ID`` and ``SLURM_NS``
+    (``BasePath/<job>/.ns``): its uid is the owner Slurm gave the job's container.
+    """
+    job_id = env.get("SLURM_JOB_ID", "")
+    source = env.get("SLURM_JOB_MOUNTPOINT_SRC", "")
+    if not source and env.get("SLURM_NS") and job_id.isdigit():
+        source = str(Path(env["SLURM_NS"]).parent / f".{job_id}")
+    uid_text = env.get("SLURM_JOB_UID", "")
+    if not source:
+        return job_id, uid_text, []
+    if not uid_text:
+        with contextlib.suppress(OSError):
+            uid_text = str(os.lstat(source).st_uid)
+    return job_id, uid_text, [Path(source).parent.parent]
+
+
+def _exit(
+    cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdentity, deadline: float
+) -> str:
+    """Hold or let go, and tell the job's declarations (as the user) which it was; each
+    step as the user within what is left before ``deadline``."""
     from .privileges import run_as
     from .slurmconf import cluster_name
     from .stageout import declared_count, mark_held
 
+    def left() -> float:
+        return max(min(_USER_STEP, deadline - time.monotonic() - 1.0), 0.5)
+
     cluster = cluster_name(cfg, os.environ)
     user_dir = cfg.user_dir_for(user)
-    declared = int(run_as(user, 15, declared_count, user_dir, user.home, cluster, job_id, node))
+    declared = int(run_as(user, left(), declared_count, user_dir, user.home, cluster, job_id, node))
     try:
         held, what = tmp.exit(job_id, user, declared)
     except PrivateTmpError as exc:
         if declared:
-            run_as(user, 15, mark_held, user_dir, user.home, cluster, job_id, node, False, str(exc))
+            run_as(
+                user, left(), mark_held, user_dir, user.home, cluster, job_id, node, False, str(exc)
+            )
         raise
     if declared:
-        run_as(user, 15, mark_held, user_dir, user.home, cluster, job_id, node, held, "")
+        run_as(user, left(), mark_held, user_dir, user.home, cluster, job_id, node, held, "")
     return what
 
 

@@ -6,7 +6,8 @@ so its start-up is a hot path (``bench/hot_paths.py``: at most 3x a bare interpr
 ``dis``) and uses ``pathlib``: importing it costs more than the whole lookup may.
 
 So this module reads only the common case: the file as root cached its parsed table,
-or no file at the default place, and checks it with the same rules
+or no file at the default place (nor at the fallback place, one more ``open`` only when
+nothing is beside ``SLURM_CONF``), and checks it with the same rules
 (:mod:`globus_tmp.configkeys`). For anything else (no cache entry, any error)
 :func:`quick_lookup_config` returns None and the caller loads the file with
 :func:`globus_tmp.config.load_config`, which then gives the one true answer or error
@@ -26,6 +27,7 @@ from .configkeys import (
     check_table,
     config_file,
     expand_percent,
+    fallback_config,
 )
 from .errors import ConfigError
 
@@ -53,11 +55,14 @@ def quick_lookup_config(env: Mapping[str, str], cache_dir: str = CACHE_DIR) -> L
     file at the default place); None: ask ``config``."""
     path, explicit = config_file(env)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None if explicit else LookupConfig(DEFAULT_STATE_DIR, DEFAULT_EXPOSED_PATHS)
+        fd = _open(path)
+        fallback = fallback_config(path, explicit)
+        if fd < 0 and fallback is not None:
+            path, fd = fallback, _open(fallback)
     except OSError:
         return None
+    if fd < 0:
+        return None if explicit else LookupConfig(DEFAULT_STATE_DIR, DEFAULT_EXPOSED_PATHS)
     try:
         st = os.fstat(fd)
     finally:
@@ -75,3 +80,11 @@ def quick_lookup_config(env: Mapping[str, str], cache_dir: str = CACHE_DIR) -> L
         values.get("state_dir", DEFAULT_STATE_DIR),
         values.get("exposed_paths", DEFAULT_EXPOSED_PATHS),
     )
+
+
+def _open(path: str) -> int:
+    """A descriptor of ``path``; -1 when there is no such file (OSError otherwise)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return -1

@@ -48,7 +48,7 @@ class NodeReconciler:
                 out.extend((name, note) for note in self.user(user))
             except GlobusTmpError as exc:
                 out.append((name, f"reconcile failed: {exc}"))
-        if self.lifecycle.slurm.private_tmp:
+        if self.lifecycle.slurm.exports_private_tmp:
             private_tmp = self.lifecycle.private_tmp
             for path in private_tmp.orphan_holds():
                 note = private_tmp.delete_orphan(path)

@@ -116,10 +116,11 @@ class SlurmJobProbe:
         node: str,
         timeout: float = 10.0,
         squeue: str | None = None,
+        bin_dir: str = "",
     ) -> None:
         self.settings = settings
         self.node = node
-        self.slurm = SlurmView(timeout, squeue=squeue)
+        self.slurm = SlurmView(timeout, squeue=squeue, bin_dir=bin_dir)
 
     def gone(self, user: str, job_ids: Collection[str]) -> tuple[set[str], str]:
         spool = self.settings.spool_dir_for(self.node)

@@ -132,7 +132,8 @@ class ForkedUserActions:
             return self.prover
         from .leaseproof import SlurmGlobusProver
 
-        slurm = SlurmView(timeout=max(min(10.0, budget * 0.15), 1.0))
+        timeout = max(min(10.0, budget * 0.15), 1.0)
+        slurm = SlurmView(timeout=timeout, bin_dir=self.cfg.slurm_bin_dir)
         return SlurmGlobusProver(self.user.name, self.holder.cluster, slurm, self._connected)
 
     def _connected(self, endpoint_id: str) -> bool | None:
@@ -228,14 +229,13 @@ class ForkedUserActions:
     def _mark_lease(self, name: str, phase: str, until: float | None) -> bool:
         return self._pool().mark(name, self.holder, phase, until)
 
-    @staticmethod
-    def _slot(node: str, slot: JobSlot | None) -> int | None:
+    def _slot(self, node: str, slot: JobSlot | None) -> int | None:
         """This node's index in its job's node list, offset by the job: the nodes of one
         wide job start probing the pool at distinct entries."""
         if slot is None or not slot.nodelist:
             return None
         if "[" in slot.nodelist or "," in slot.nodelist:
-            names = SlurmView().hostnames(slot.nodelist) or []
+            names = SlurmView(bin_dir=self.cfg.slurm_bin_dir).hostnames(slot.nodelist) or []
         else:
             names = [slot.nodelist]
         if node not in names:

@@ -67,7 +67,7 @@ def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -
     )
     job = lab.sbatch(user, script, "-w", NODE, "--time=1")
     paths = _wait_line(lab, job, user, "PATHS")
-    assert paths.endswith(f"/jobtmp/{user}/{job}"), paths
+    assert paths.endswith(lab.job_tmp_export(user, job)), paths
     assert lab.job_tmp_dir(NODE, job).joinpath("out.bin").exists()
     on_node = lab.node_exec(NODE, ["test", "-e", "/tmp/out.bin"])
     assert on_node.returncode != 0, "the job's /tmp is the node's: job_container is off?"
@@ -81,7 +81,7 @@ def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -
     (row,) = json.loads(res.stdout)
     assert row["state"] == "succeeded" and row["held"] is True, row
     assert _holds(lab, NODE) == []  # the hold was freed once the transfer ended
-    assert not lab.job_tmp_dir(NODE, job).parent.exists()  # Slurm's teardown went through
+    assert not lab.job_container_dir(NODE, job).parent.exists()  # Slurm's teardown went through
     log = lab.hook_log(NODE)
     assert "held at" in log and f"hold {lab.job_tmp_base / NODE}" in log, log
 
@@ -125,7 +125,7 @@ def test_two_jobs_each_see_their_own_private_tmp_through_one_gcp(jc_lab: SlurmLa
     assert sampler.max_seen == 1  # one GCP for both jobs
     assert len(set(paths.values())) == 2, paths
     for job in jobs:
-        assert paths[job].endswith(f"/jobtmp/{user}/{job}")
+        assert paths[job].endswith(lab.job_tmp_export(user, job))
         assert sorted(p.name for p in (root / job).iterdir()) == [f"mine-{job}.dat"]
     assert not lab.wait_no_gcp(user, timeout=120)
     assert not lab.wait_no_gcp("gtbob", timeout=120)

@@ -122,3 +122,31 @@ def test_a_cache_root_does_not_own_is_ignored(tmp_path: Path) -> None:
     cached.write_text(json.dumps(doc))
     cache.chmod(0o777)  # a cache dir others can write is not trusted either
     assert load_config(env, str(cache)).gcp_path == Config().gcp_path
+
+
+def _configless(tmp_path: Path) -> dict[str, str]:
+    """slurmd's environment on a configless node: SLURM_CONF in its conf cache."""
+    cache = tmp_path / "spool" / "conf-cache"
+    cache.mkdir(parents=True)
+    (cache / "slurm.conf").write_text("ClusterName=c\n")
+    return {"SLURM_CONF": str(cache / "slurm.conf")}
+
+
+def test_with_nothing_beside_slurm_conf_the_fallback_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from globus_tmp import configkeys
+
+    fallback = tmp_path / "etc" / "globus-tmp.conf"
+    monkeypatch.setattr(configkeys, "FALLBACK_CONFIG", str(fallback))
+    env = _configless(tmp_path)
+    assert load_config(env, str(tmp_path / "cache")) == Config(), "neither file: defaults"
+    fallback.parent.mkdir()
+    fallback.write_text("start_timeout = 21\nhook_timeout = 40\n")
+    cfg = load_config(env, str(tmp_path / "cache"))
+    assert cfg.start_timeout == 21 and cfg.source == str(fallback)
+    beside = Path(env["SLURM_CONF"]).parent / "globus-tmp.conf"
+    beside.write_text("start_timeout = 22\nhook_timeout = 40\n")
+    assert load_config(env, str(tmp_path / "cache")).start_timeout == 22, "beside comes first"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config({**env, "GLOBUS_TMP_CONFIG": str(tmp_path / "nope.conf")})

@@ -320,3 +320,24 @@ def test_an_epilog_that_only_removed_its_job_renders_at_most_every_render_every(
     monkeypatch.undo()
     s = _parse(path)
     assert _value(s, "globus_tmp_hook_runs_total", hook="epilog", outcome="ok") == 3
+
+
+def test_a_textfile_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """Another user could swap the file between its write and the rename."""
+    cfg = _cfg(tmp_path)
+    NodeStateStore(cfg.state_dir_for("n1")).ensure()
+    textfile = tmp_path / "textfile"
+    for mode in (0o777, 0o1777, 0o775):
+        textfile.chmod(mode)
+        problem = metrics.record_run(cfg, "n1", "epilog", "ok", 0.1)
+        assert problem is not None and "writable by others" in problem, mode
+        assert f"chmod go-w {textfile}" in problem and "\n" not in problem
+        assert not list(textfile.iterdir()), "nothing written there"
+    os.chown(textfile, 65534, 65534)
+    textfile.chmod(0o755)
+    assert "writable by others" in (metrics.record_run(cfg, "n1", "epilog", "ok", 0.1) or "")
+    os.chown(textfile, 0, 0)
+    assert metrics.record_run(cfg, "n1", "epilog", "ok", 0.1) is None
+    samples = _parse(textfile / "globus_tmp_n1.prom")
+    runs = _value(samples, "globus_tmp_hook_runs_total", hook="epilog", outcome="ok")
+    assert runs == 5, "the refused runs were still counted"

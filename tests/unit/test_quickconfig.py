@@ -37,6 +37,7 @@ TABLES = [
     'globus_client_id = "abc"\nglobus_service_urls = { transfer = "https://t.example" }',
     "linger_max = 1\nlinger_poll_seconds = 0.5\nlinger_unverified = 1\njob_grace = 3\n"
     "stop_grace = 2",
+    'slurm_bin_dir = "/usr/bin"',
     # refused by config: quickconfig must refuse them too
     "start_timout = 5",
     'start_timeout = "5"',
@@ -62,6 +63,8 @@ TABLES = [
     "globus_client_id = 5",
     "linger_max = nan",
     "gcp_cpu_max = nan",
+    'slurm_bin_dir = "bin"',
+    'slurm_bin_dir = "/nonexistent/slurm/bin"',
 ]
 
 
@@ -119,3 +122,28 @@ def test_a_changed_file_or_a_forged_cache_is_not_used(tmp_path: Path) -> None:
     (cached,) = cache.iterdir()
     os.chown(cached, 65534, 65534)
     assert quick_lookup_config(env, str(cache)) is None
+
+
+def test_the_fallback_file_costs_one_open_and_only_when_nothing_is_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    fallback = tmp_path / "etc" / "globus-tmp.conf"
+    monkeypatch.setattr(configkeys, "FALLBACK_CONFIG", str(fallback))
+    env = {"SLURM_CONF": str(tmp_path / "spool" / "conf-cache" / "slurm.conf")}
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: str, *args: int) -> int:
+        opened.append(str(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", counting)
+    quick = quick_lookup_config(env, str(cache))
+    assert quick is not None and quick.state_dir == Config().state_dir
+    assert opened == [str(tmp_path / "spool" / "conf-cache" / "globus-tmp.conf"), str(fallback)]
+    fallback.parent.mkdir()
+    fallback.write_text('state_dir = "/run/fb/%n"\n')
+    load_config(env, str(cache))  # as root: caches the table
+    quick = quick_lookup_config(env, str(cache))
+    assert quick is not None and quick.state_dir == "/run/fb/%n"

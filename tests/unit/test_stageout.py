@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from globus_tmp.nodestate import MAX_TASKS
-from globus_tmp.slurmconf import job_container_bases
 from globus_tmp.stageout import (
     DECLARED,
     FAILED,
@@ -79,14 +78,3 @@ def test_translate_maps_only_tmp() -> None:
     assert translate("/tmpfoo/x", export) == "/tmpfoo/x"
     assert translate("/scratch/x", export) == "/scratch/x"
     assert translate("/tmp/a", None) == "/tmp/a"
-
-
-def test_job_container_bases(tmp_path: Path) -> None:
-    conf = tmp_path / "slurm.conf"
-    (tmp_path / "job_container.conf").write_text(
-        "AutoBasePath=true BasePath=/var/jc  # comment\nNodeName=n9 BasePath=/other/%n\n"
-    )
-    assert job_container_bases(conf, "n1") == [Path("/var/jc/n1"), Path("/var/jc")]
-    assert job_container_bases(conf, "n9") == [Path("/other/n9")]
-    (tmp_path / "job_container.conf").unlink()
-    assert job_container_bases(conf, "n1") == []

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .layout import (
+    CLONENS_EPILOG,
+    CLONENS_INIT,
     GCP_WRAPPER,
     HOOK_SCRIPTS,
     LAB_CLUSTER,
     LAB_GLOBUS_CLIENT_ID,
     NODE_STATE_MOUNT,
+    PRIVATETMP_HELPER,
     LabBase,
 )
 
@@ -91,6 +94,8 @@ class ConfigWriter(LabBase):
             "linger_poll_seconds": 2,
             "on_failure": "continue",
         }
+        if self.slurm.prefix is not None:  # a Slurm built under a prefix, as many sites have
+            conf["slurm_bin_dir"] = str(self.slurm.bin_dir)
         url = self._globus_api_url()
         if url:
             conf["linger_unverified"] = 5
@@ -111,9 +116,13 @@ class ConfigWriter(LabBase):
         container = ""
         if self.job_container:
             # job_container.conf has no slurm.conf key: Slurm reads it beside slurm.conf.
-            container = (
-                f"JobContainerType=job_container/tmpfs\nPlugStackConfig={self.plugstack_conf}\n"
+            # 25.11 renamed the interface; a site on 25.11 writes the new key.
+            kind = (
+                "NamespaceType=namespace/tmpfs"
+                if self.slurm.namespace_interface
+                else "JobContainerType=job_container/tmpfs"
             )
+            container = f"{kind}\nPlugStackConfig={self.plugstack_conf}\n"
         hooks = ""
         if self.hooks:
             hooks = "".join(f"{k}={self.venv_bin / v}\n" for k, v in HOOK_SCRIPTS.items())
@@ -177,10 +186,26 @@ PrologEpilogTimeout=180
             self.plugstack_conf.unlink(missing_ok=True)
             self.job_container_conf.unlink(missing_ok=True)
             return
+        clonens = ""
+        if self.clonens:
+            # What docs/ADMIN.md tells a 24.11+ site; the waits fit the helper's budget.
+            clonens = (
+                f"CloneNSScript={self.bin_dir / CLONENS_INIT}\n"
+                f"CloneNSEpilog={self.bin_dir / CLONENS_EPILOG}\n"
+                "CloneNSScript_Wait=30\nCloneNSEpilog_Wait=60\n"
+            )
+            wrappers = ((CLONENS_INIT, "clonens-init"), (CLONENS_EPILOG, "clonens-epilog"))
+            for name, command in wrappers:
+                wrapper = self.bin_dir / name
+                wrapper.write_text(
+                    f"#!/bin/sh\n# Written by tests/lab/slurmlab (slurm-conf-snippets/{name})\n"
+                    f"exec {shlex.quote(str(self.venv_bin / PRIVATETMP_HELPER))} {command}\n"
+                )
+                wrapper.chmod(0o755)
         self.job_container_conf.write_text(
-            "# Written by tests/lab/slurmlab: a private /tmp per job (Debian's 22.05\n"
-            "# appends /<node> to BasePath itself).\n"
-            f"AutoBasePath=true\nBasePath={self.job_tmp_base}\n"
+            "# Written by tests/lab/slurmlab: a private /tmp per job (a build with several\n"
+            "# slurmd per host, Debian's and the lab's, appends /<node> to BasePath itself).\n"
+            f"AutoBasePath=true\nBasePath={self.job_tmp_base}\n{clonens}"
         )
         self.job_container_conf.chmod(0o644)
         self.write_plugstack_conf()
@@ -194,6 +219,8 @@ PrologEpilogTimeout=180
         line = f"optional {self.spank_plugin} helper={self.spank_helper_path}"
         if self.spank_timeout is not None:
             line += f" timeout={self.spank_timeout:g}"
+        if self.clonens:  # job_container.conf's CloneNS scripts export instead
+            line = "# (CloneNSScript/CloneNSEpilog in job_container.conf instead)"
         tmp = self.plugstack_conf.with_suffix(".tmp")
         tmp.write_text(f"# Written by tests/lab/slurmlab.\n{line}\n")
         tmp.chmod(0o644)

@@ -170,7 +170,7 @@ class Daemons(SlurmCommands):
     def _start_slurmctld(self) -> list[int]:
         # -c: a clean start every time (no jobs recovered from an earlier lab).
         pid, start = self._spawn(
-            ["slurmctld", "-D", "-c", "-i", "-f", str(self.slurm_conf)],
+            [self.slurm.program("slurmctld"), "-D", "-c", "-i", "-f", str(self.slurm_conf)],
             self.log_dir / "slurmctld.out",
         )
         return [pid, start]

@@ -22,6 +22,7 @@ from .layout import (
     LabBase,
 )
 from .shell import LabError, run
+from .slurmbuild import BUILD_PACKAGES, ensure_built
 
 APT_PACKAGES: tuple[str, ...] = ("slurmctld", "slurmd", "slurm-client", "munge", "python3-venv")
 JOB_CONTAINER_APT_PACKAGES: tuple[str, ...] = ("gcc", "libslurm-dev")
@@ -32,8 +33,15 @@ class Installer(LabBase):
     """Installs what the lab runs; idempotent, so each ``up`` picks up the current checkout."""
 
     def ensure_packages(self) -> None:
-        """apt-get install what is missing; ``apt-get update`` only when the install needs it."""
+        """apt-get install what is missing (``apt-get update`` only when the install needs
+        it), then build this lab's Slurm from source if it is not Debian's and not cached."""
         wanted = [*APT_PACKAGES, *(JOB_CONTAINER_APT_PACKAGES if self.job_container else ())]
+        if self.slurm.prefix is not None:
+            wanted += BUILD_PACKAGES
+        self._apt_install(wanted)
+        ensure_built(self.slurm, log=lambda msg: print(f"lab: {msg}", flush=True))
+
+    def _apt_install(self, wanted: list[str]) -> None:
         missing = [p for p in wanted if not self._dpkg_installed(p)]
         if not missing:
             return
@@ -207,7 +215,7 @@ class Installer(LabBase):
                     "-O2",
                     "-shared",
                     "-fPIC",
-                    "-I/usr/include/slurm",
+                    f"-I{self.slurm.include_dir}",
                     "-o",
                     str(tmp),
                     str(src),

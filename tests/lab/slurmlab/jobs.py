@@ -76,7 +76,7 @@ class SlurmCommands(LabUsers):
         input: Optional[str] = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
-            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "PATH": self.slurm.path,
             "SLURM_CONF": str(self.slurm_conf),
             "LANG": "C.UTF-8",
         }

@@ -85,6 +85,8 @@ class SlurmLab(Pools, NodeView, ConfigWriter, Installer):
             "owner": [os.getpid(), proc_start_time(os.getpid())],
             "node": {},
             "job_container": self.job_container,
+            "clonens": self.clonens,
+            "slurm": self.slurm_version,
         }
         try:
             if self.globus_api:
@@ -117,8 +119,12 @@ class SlurmLab(Pools, NodeView, ConfigWriter, Installer):
         on: bool,
         helper: Optional[PathLike] = None,
         timeout: Optional[float] = None,
+        clonens: bool = False,
     ) -> float:
         """Switch job_container/tmpfs and the SPANK plugin on or off on the running, idle lab.
+
+        ``clonens``: export each job's /tmp by job_container.conf's ``CloneNSScript`` and
+        ``CloneNSEpilog`` (Slurm 24.11+) instead of the SPANK plugin.
 
         ``helper`` and ``timeout`` are the plugin's ``helper=`` (default: the lab venv's
         globus-tmp-privatetmp) and ``timeout=`` (default: the plugin's own, 30 s). Rewrites
@@ -133,10 +139,14 @@ class SlurmLab(Pools, NodeView, ConfigWriter, Installer):
         state = self._load_state()
         if not self.is_up():
             raise LabError("set_job_container needs a running lab (lab up)")
+        if clonens and not self.slurm.clonens:
+            raise LabError(f"CloneNSScript needs Slurm 24.11+; this lab runs {self.slurm_version}")
         self.job_container = on
+        self.clonens = clonens and on
         self.spank_helper = Path(helper) if helper else None
         self.spank_timeout = timeout
-        if state.get("job_container", False) is on:  # None: a switch that failed midway
+        same = state.get("clonens", False) is self.clonens
+        if state.get("job_container", False) is on and same:  # None: a switch failed midway
             if on:
                 self.write_plugstack_conf()
             return time.monotonic() - t0
@@ -152,7 +162,7 @@ class SlurmLab(Pools, NodeView, ConfigWriter, Installer):
         self.scontrol("reconfigure")
         for node in self.nodes:
             self._restart_node(node, state)
-        state["job_container"] = on
+        state["job_container"], state["clonens"] = on, self.clonens
         self._save_state(state)
         self._wait_ready()
         took = time.monotonic() - t0

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .shell import LabError, PathLike, tail
+from .slurmbuild import SlurmInstall, locate, normalise
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 """The checkout this file lives in: what the lab installs into its venv."""
@@ -31,6 +32,10 @@ LAB_USERS: tuple[str, ...] = ("gtalice", "gtbob", "gtcarol", "gtdave")
 SPANK_SOURCE = "spank/globus_tmp_spank.c"
 """The SPANK plugin's source in the checkout; the lab builds it into ``<root>/lib``."""
 SPANK_PLUGIN = "globus_tmp_spank.so"
+CLONENS_INIT = "globus-tmp-clonens-init"
+CLONENS_EPILOG = "globus-tmp-clonens-epilog"
+"""job_container.conf's CloneNSScript/CloneNSEpilog wrappers in ``<root>/bin`` (as in
+slurm-conf-snippets/): ``globus-tmp-privatetmp clonens-init|clonens-epilog``."""
 PRIVATETMP_HELPER = "globus-tmp-privatetmp"
 """The console script the SPANK plugin runs by default (``helper=``), from the lab venv."""
 EXTERN_STEP_ID = 4294967292
@@ -82,8 +87,22 @@ class LabBase:
         job_container: bool = False,
         spank_helper: Optional[PathLike] = None,
         spank_timeout: Optional[float] = None,
+        slurm: Optional[str] = None,
+        clonens: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.slurm_version = normalise(
+            slurm
+            or os.environ.get("GLOBUS_TMP_LAB_SLURM")
+            or self._load_state().get("slurm")
+            or "22.05"
+        )
+        """Which Slurm runs the lab (``22.05``: Debian's; ``24.11``, ``25.11``: built from
+        source, see slurmbuild.py). ``$GLOBUS_TMP_LAB_SLURM`` sets the default."""
+        self.clonens = clonens
+        """With job_container on: export private /tmp by job_container.conf's
+        ``CloneNSScript``/``CloneNSEpilog`` (24.11+) instead of the SPANK plugin."""
+        self._slurm_install: Optional[SlurmInstall] = None
         if nodes is None:  # the running lab's size, else 3
             nodes = len(self._load_state().get("nodes", ())) or 3
         if nodes < 1:
@@ -111,6 +130,13 @@ class LabBase:
         """The plugin's ``timeout=`` in seconds (None: the plugin's default, 30)."""
         self.users = LAB_USERS
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def slurm(self) -> SlurmInstall:
+        """Where this lab's Slurm programs and headers are (not built here: ``up`` builds)."""
+        if self._slurm_install is None:
+            self._slurm_install = locate(self.slurm_version)
+        return self._slurm_install
 
     @property
     def etc_dir(self) -> Path:
@@ -144,13 +170,23 @@ class LabBase:
         """
         return self.root / "jobtmp"
 
-    def job_tmp_dir(self, node: str, job_id: Union[str, int]) -> Path:
-        """A job's private /tmp on ``node`` as the host sees it: ``BasePath/<node>/<job>/.<job>``.
+    def job_container_dir(self, node: str, job_id: Union[str, int]) -> Path:
+        """A job's container on ``node`` as the host sees it: ``BasePath/<node>/<job>/.<job>``.
 
         It exists from right after the job's Prolog on that node until right before its
         Epilog (created and deleted by the job's extern step); owner the job user, 0700.
         """
         return self.job_tmp_base / node / str(job_id) / f".{job_id}"
+
+    def job_tmp_dir(self, node: str, job_id: Union[str, int]) -> Path:
+        """A job's private /tmp on ``node`` as the host sees it: the container on 22.05,
+        ``<container>/_tmp`` from 23.02 (job_container.conf's ``Dirs``)."""
+        container = self.job_container_dir(node, job_id)
+        return container / "_tmp" if self.slurm.dirs_layout else container
+
+    def job_tmp_export(self, user: str, job_id: Union[str, int]) -> str:
+        """How the path of a job's exported /tmp ends: ``/jobtmp/<user>/<job>[/_tmp]``."""
+        return f"/jobtmp/{user}/{job_id}" + ("/_tmp" if self.slurm.dirs_layout else "")
 
     @property
     def lib_dir(self) -> Path:

@@ -54,7 +54,8 @@ class Nodes(Daemons):
             f"mount -t tmpfs -o mode=0755 tmpfs {NODE_STATE_MOUNT} && "
             f"mount --bind -o ro {shlex.quote(str(boot_id_file))} {BOOT_ID} && "
             f"exec {HOST_PYTHON} {shlex.quote(str(self.bin_dir / NODE_INIT))} "
-            f"slurmd -D -N {node} -f {shlex.quote(str(self.slurm_conf))}"
+            f"{shlex.quote(self.slurm.program('slurmd'))} -D -N {node} "
+            f"-f {shlex.quote(str(self.slurm_conf))}"
         )
         argv = [
             *self._node_pinning(node),

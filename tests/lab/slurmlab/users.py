@@ -59,7 +59,7 @@ class LabUsers(LabBase):
             "LOGNAME": user,
             "SHELL": pw.pw_shell or "/bin/sh",
             "LANG": "C.UTF-8",
-            "PATH": f"{self.venv_bin}:/usr/bin:/bin",
+            "PATH": f"{self.venv_bin}:{self.slurm.path}",
             "SLURM_CONF": str(self.slurm_conf),
         }
         env.update(extra or {})
