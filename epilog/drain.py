@@ -14,9 +14,10 @@ import argparse
 import sys
 import time
 
+from globus_tmp.alarm import alarm_backstop
 from globus_tmp.config import load_config
 from globus_tmp.hooklog import HookLog
-from globus_tmp.hookrunner import alarm_backstop, outcome_of
+from globus_tmp.hookrunner import outcome_of
 from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.metrics import record_run
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         store = NodeStateStore(cfg.state_dir_for(args.node))
         store.ensure()
         log.configure(cfg.log_file_for(args.node), cfg.syslog_facility)
-        user = UserIdentity.from_name(args.user)
+        with alarm_backstop(cfg.hook_timeout, "the user look-up (NSS) hung"):
+            user = UserIdentity.from_name(args.user)  # may ask LDAP: under the alarm
         until = args.until if args.until is not None else time.time() + cfg.linger_max
         budget = max(until - time.time(), 0) + cfg.stop_grace + 90
         lifecycle = NodeLifecycle(cfg, args.node, store, log, time.monotonic() + budget)

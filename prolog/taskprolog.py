@@ -10,17 +10,23 @@ from __future__ import annotations
 import os
 import sys
 
+from globus_tmp.alarm import alarm_backstop
 from globus_tmp.config import load_config
 from globus_tmp.errors import GlobusTmpError
 from globus_tmp.job import UserIdentity, node_name
 from globus_tmp.lookup import lookup
 
+LOOKUP_BOUND = 30.0
+"""The longest a task waits for its variables: the user look-up (NSS, maybe LDAP) may
+hang, and the task does not start until the TaskProlog is done."""
+
 
 def task_lines() -> list[str]:
     try:
         cfg = load_config()
-        user = UserIdentity.current().name
-        info = lookup(cfg, node_name(os.environ), user, os.environ.get("SLURM_JOB_ID"))
+        with alarm_backstop(LOOKUP_BOUND, "the user look-up or node state hung; no endpoint"):
+            user = UserIdentity.current().name
+            info = lookup(cfg, node_name(os.environ), user, os.environ.get("SLURM_JOB_ID"))
     except GlobusTmpError as exc:
         return [f"print globus-tmp: {exc}", "unset GLOBUS_TMP_ENDPOINT_ID"]
     lines = [

@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,7 +58,8 @@ static void parse_options(int ac, char **av)
 		} else if (!strncmp(av[i], "timeout=", 8)) {
 			char *end;
 			double t = strtod(av[i] + 8, &end);
-			if (end == av[i] + 8 || *end || t <= 0)
+			/* strtod takes "nan" and "inf"; NaN passes t <= 0 and would never expire */
+			if (end == av[i] + 8 || *end || !isfinite(t) || t <= 0)
 				slurm_error("globus_tmp: bad %s, using timeout=%g", av[i], timeout_s);
 			else
 				timeout_s = t;

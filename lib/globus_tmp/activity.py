@@ -22,7 +22,7 @@ from typing import Protocol
 
 from .config import Config
 from .errors import GlobusTmpError
-from .nodestate import GcpInstance
+from .nodestate import GcpInstance, accept_task_ids
 from .useractions import UserActions
 
 
@@ -83,11 +83,15 @@ class TransferAwareActivity:
             count_api("task_list", failed=True)
             return Activity(gcp.active, f"Transfer API not asked ({exc}); {gcp.detail}", False)
         count_api("task_list")
-        if tasks:
+        live, refused = accept_task_ids(tasks)  # the answer came from the user's step
+        note = f"; {refused} task id(s) from the user's side refused" if refused else ""
+        if live:
             return Activity(
                 True,
-                f"Transfer task(s) {', '.join(tasks)} still use the endpoint",
+                f"Transfer task(s) {', '.join(live)} still use the endpoint{note}",
                 True,
-                tuple(tasks),
+                tuple(live),
             )
+        if refused:  # something is reported live, but nothing root can follow
+            return Activity(gcp.active, f"Transfer API answer unusable{note}; {gcp.detail}", False)
         return Activity(gcp.active, f"no Transfer task uses the endpoint; {gcp.detail}")

@@ -31,11 +31,12 @@ import sys
 import time
 
 from . import __version__
+from .alarm import alarm_backstop
 from .config import Config, load_config
 from .drain import launch_detached
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, GlobusTmpError
 from .hooklog import HookLog, escape_control
-from .hookrunner import alarm_backstop, log_failure
+from .hookrunner import log_failure
 from .job import UserIdentity, node_name
 from .lifecycle import NodeLifecycle
 from .nodestate import NodeStateStore

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .commands import run_bounded
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
+from .hooklog import escape_control
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def cluster_status(
     try:
         done = run_bounded(argv + remote, _TIMEOUT + 30, output_limit=_OUTPUT_LIMIT)
     except CommandError as exc:
-        print(f"{PROG}: clush failed: {exc}", file=sys.stderr)
+        print(escape_control(f"{PROG}: clush failed: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     views, problems = parse_clush(done.output)
     if as_json:
@@ -85,6 +86,8 @@ def parse_clush(output: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def table(views: dict[str, Any], problems: dict[str, str]) -> list[str]:
+    """The lines to print, control characters escaped: every field came from another
+    node (a user's pool entry name, an error text), and must not rewrite the terminal."""
     head = f"{'NODE':<10} {'USER':<12} {'PHASE':<9} {'JOBS':>4} {'GCP':<7} {'ENDPOINT':<10}"
     out = [f"{head} {'DRAIN':<6} {'HELD':>10}  LAST ERROR"]
     totals = {"gcp_running": 0, "jobs": 0, "drains": 0, "held_bytes": 0}
@@ -110,7 +113,7 @@ def table(views: dict[str, Any], problems: dict[str, str]) -> list[str]:
         f"{len(views)} node(s) answered, {len(problems)} did not; "
         + ", ".join(f"{k} {v}" for k, v in totals.items())
     )
-    return out
+    return [escape_control(line) for line in out]
 
 
 def _natural(name: str) -> tuple[str, int]:

@@ -44,6 +44,8 @@ from .configkeys import (
     expand_percent,
     fallback_config,
     fingerprint,
+    placeholders,
+    user_dir_problem,
 )
 from .errors import ConfigError
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
     from .configkeys import OnFailure
+    from .job import UserIdentity
 
 __all__ = [
     "CACHE_DIR",
@@ -112,10 +115,13 @@ class Config:
     gcp_cgroup: str = "globus-tmp"
     """Parent cgroup of every (node, user) GCP (a systemd scope's slice, or a directory in
     each cgroup hierarchy); empty: GCP stays in slurmd's cgroup."""
-    gcp_cpu_max: float = 0.0
-    """CPUs one user's GCP (with its transfers) may use, e.g. 2.0; 0: no limit."""
-    gcp_memory_max: int = 0
-    """Bytes of memory one user's GCP may use; 0: no limit."""
+    gcp_cpu_max: float = 2.0
+    """CPUs one user's GCP (with its transfers) may use; 0: no limit. GCP runs outside
+    the job's cgroup, on cores Slurm gave to jobs: 2 keeps a GridFTP server with
+    checksums busy without taking a node (docs/ADMIN.md, "Metrics and cgroups")."""
+    gcp_memory_max: int = 2 << 30
+    """Bytes of memory one user's GCP may use (its page cache included, which the kernel
+    reclaims first); 0: no limit. 2 GiB: docs/ADMIN.md, "Metrics and cgroups"."""
     slurm_bin_dir: str = ""
     """The directory of Slurm's commands (``squeue``, ``scontrol``, ``slurmd``), e.g.
     ``/opt/slurm/bin`` for a Slurm installed under a prefix (its ``../sbin`` is searched
@@ -138,13 +144,35 @@ class Config:
             return Path(expand_percent(self.log_file, {"n": node}))
         return self.state_dir_for(node) / "hooks.log"
 
-    def user_dir_for(self, home: str) -> Path:
-        """``user_dir`` for a user whose home is ``home`` (string work, no file access)."""
-        if self.user_dir == "~":
+    def user_dir_for(self, user: UserIdentity) -> Path:
+        """``user``'s ``user_dir``: ``~`` is their home, ``%u`` their name, ``%U`` their
+        uid (string work, no file access; :mod:`globus_tmp.userdir` checks the place)."""
+        home, values = user.home, {"u": user.name, "U": str(user.uid)}
+        text = self.user_dir
+        problem = user_dir_problem(text)  # also for a Config built in code, not parsed
+        if problem:
+            raise ConfigError(f"{self.source}: key 'user_dir' {problem}")
+        if placeholders(text):
+            if not _safe_component(values["u"]):
+                raise ConfigError(
+                    f"{self.source}: key 'user_dir' ({text}) cannot be expanded for user "
+                    f"name {values['u']!r}; "
+                    'use "~/..." or %U (uid) instead'
+                )
+            text = expand_percent(text, values)
+        elif "%" in text:
+            text = expand_percent(text, {})  # only %%
+        if text == "~":
             return Path(home)
-        if self.user_dir.startswith("~/"):
-            return Path(home) / self.user_dir[2:]
-        return Path(self.user_dir)
+        if text.startswith("~/"):
+            return Path(home) / text[2:]
+        return Path(text)
+
+
+def _safe_component(name: str) -> bool:
+    """Whether a user name can stand for ``%u`` in a path: no ``/``, not ``.``/``..``
+    (a name from NSS is not ours to trust to be a plain word)."""
+    return bool(name) and "/" not in name and name not in (".", "..")
 
 
 def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:

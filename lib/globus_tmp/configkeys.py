@@ -163,12 +163,53 @@ def check_value(key: str, value: Any, source: str) -> Any:
             raise bad("an absolute path")
         if key in _ABSOLUTE_OR_EMPTY and value and not value.startswith("/"):
             raise bad("an absolute path")
-        if key == "user_dir" and not value.startswith(("/", "~")):
-            raise bad("an absolute path or one starting with ~")
+        if key == "user_dir":
+            problem = user_dir_problem(value)
+            if problem:
+                raise ConfigError(f"{source}: key 'user_dir' {problem}")
         if key == "slurm_bin_dir" and value and not os.path.isdir(value):
             raise bad("an existing directory (where squeue, scontrol, slurmd are)")
         return value
     raise AssertionError(key)  # pragma: no cover - KEYS and the checks are kept in step
+
+
+USER_DIR_PLACEHOLDERS = {"u": "the user's name", "U": "the user's uid"}
+"""What ``user_dir`` may say besides ``~``: each gives every user a path of their own."""
+
+
+def user_dir_problem(value: str) -> str | None:
+    """Why ``value`` cannot be ``user_dir``, as the rest of a one-line error; None if it
+    can. Each user needs a directory of their own: one shared by all would let a user
+    plant stage-out records another user's Epilog submits with that user's tokens, and
+    read or replace their tokens, pool and leases. So the value is ``~``-relative or has
+    a per-user placeholder, and no ``..`` lets it climb out of that."""
+    fix = (
+        'must give each user their own directory: "~/..." or an absolute path with %u '
+        '(user name) or %U (uid), e.g. "/scratch/%u/.globus-tmp"'
+    )
+    if value != "~" and not value.startswith(("~/", "/")):
+        return f"{fix}; got {value!r}"
+    if ".." in value.split("/"):
+        return f"must not contain '..' (it can leave the user's own directory); got {value!r}"
+    unknown = sorted(set(placeholders(value)) - set(USER_DIR_PLACEHOLDERS))
+    if unknown:
+        return f"knows only the placeholders %u, %U and %%, not %{unknown[0]}; got {value!r}"
+    if value.startswith("/") and not placeholders(value):
+        return f"{fix}; got {value!r}, one directory shared by every user"
+    return None
+
+
+def placeholders(text: str) -> list[str]:
+    """The letters of the ``%X`` placeholders in ``text`` (``%%`` is none)."""
+    found, i = [], 0
+    while i < len(text) - 1:
+        if text[i] == "%":
+            if text[i + 1] != "%":
+                found.append(text[i + 1])
+            i += 2
+        else:
+            i += 1
+    return found
 
 
 def expand_percent(text: str, values: Mapping[str, str]) -> str:

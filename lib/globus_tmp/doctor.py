@@ -390,7 +390,7 @@ class Doctor:
                          f"user's {self.cfg.user_dir}")  # fmt: skip
         from .privileges import run_as
 
-        where = self.cfg.user_dir_for(self.user.home)
+        where = self.cfg.user_dir_for(self.user)
         try:
             verdict = run_as(self.user, 30, _try_link, str(where))
         except GlobusTmpError as exc:
@@ -471,7 +471,7 @@ def _try_link(where: str) -> dict[str, Any]:
         os.link(first, second)
         os.unlink(second)
     except OSError as exc:
-        why = f"link() fails ({exc.strerror}): leases cannot work; set user_dir elsewhere"
+        why = f"link() fails ({exc.strerror}): leases cannot work; set user_dir to a per-user place on a file system with link()"
         return {"works": False, "detail": why}
     finally:
         os.unlink(first)

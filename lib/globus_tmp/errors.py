@@ -10,6 +10,12 @@ An error raised in a step as the job user crosses back to root as its class name
 message and :meth:`GlobusTmpError.fields` (see :mod:`globus_tmp.privileges`), and is
 rebuilt by :meth:`GlobusTmpError.rebuild`, which trusts none of it: the step is the
 user's.
+
+Every error also says where it comes from (:attr:`GlobusTmpError.user_side`): the job
+user's side (their files, their GCP, a step as them, which they may stop, kill or make
+answer anything, its class name included) or the site's (configuration, state_dir,
+the install, our own bugs). ``on_failure = "fail"`` fails a Prolog for the site's
+causes only: a user must not be able to drain nodes by breaking their own pool.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any, ClassVar, TypeGuard
+    from typing import Any, ClassVar, TypeGuard, TypeVar
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,6 +40,10 @@ class GlobusTmpError(Exception):
     """Base of every error this package raises on purpose."""
 
     exit_code: ClassVar[int] = EXIT_FAILED
+    user_side: bool = False
+    """Whether the job user's side caused it (see the module's docstring); a class says
+    where its errors usually come from, and :func:`mark_user_side` marks an instance
+    (everything a step as the user reports or does)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,6 +58,23 @@ class GlobusTmpError(Exception):
         """This error as a step as the user reported it; subclasses with fields take
         only well-typed ones."""
         return cls(message)
+
+
+if TYPE_CHECKING:
+    E = TypeVar("E", bound=GlobusTmpError)
+
+
+def mark_user_side(exc: E) -> E:
+    """``exc``, marked as the job user's doing: what a step as the user reported (its
+    kind is the user's to choose), or its dying, hanging or garbling its answer."""
+    exc.user_side = True
+    return exc
+
+
+def from_user_side(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the job user's side. Anything else (a bug included) is
+    the site's: a failure root cannot pin on the user may be the node's."""
+    return isinstance(exc, GlobusTmpError) and exc.user_side
 
 
 def _without_fields(cls: type[GlobusTmpError], message: str) -> GlobusTmpError:
@@ -90,7 +117,12 @@ class StateError(GlobusTmpError):
 
 
 class LockTimeout(StateError):
-    """A lock was still held by someone else when ``timeout`` (seconds) ran out."""
+    """A lock was still held by someone else when ``timeout`` (seconds) ran out.
+
+    The locks are per user: only that user's own hooks hold them, long only across the
+    user's steps (which the user can stall up to their bounds)."""
+
+    user_side = True
 
     def __init__(self, message: str, *, path: str, timeout: float) -> None:
         super().__init__(message)
@@ -132,8 +164,17 @@ class PrivilegeError(GlobusTmpError):
     """Dropping to the job user failed, or a step as the user did not finish in time."""
 
 
+class UserDirError(GlobusTmpError):
+    """The user's ``user_dir`` cannot be trusted (someone else owns or may write it or a
+    directory above it) or cannot be made: nothing in it is used."""
+
+    user_side = True
+
+
 class PoolError(GlobusTmpError):
     """The user's endpoint pool cannot give this node an endpoint."""
+
+    user_side = True
 
 
 class NoPoolError(PoolError):
@@ -252,7 +293,11 @@ class RemoteApiError(GlobusTmpError):
 
 
 class GcpError(GlobusTmpError):
-    """Globus Connect Personal did not start, connect or stop as expected."""
+    """Globus Connect Personal did not start, connect or stop as expected: the user's
+    GCP, run from their config dir as them (``gcp_path`` itself is checked by root
+    before a start, so a missing install is a site error)."""
+
+    user_side = True
 
 
 class GcpCommandFailed(GcpError, CommandFailed):

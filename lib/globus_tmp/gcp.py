@@ -81,6 +81,14 @@ class GcpStatus:
         return cls(online, transfer)
 
 
+def launcher_problem(gcp_path: str) -> str | None:
+    """Why ``gcp_path`` cannot be run (one line with the fix), or None. Asked as the user
+    before each call, and by root before a start: only root's answer is the site's."""
+    if not os.path.isfile(gcp_path) or not os.access(gcp_path, os.X_OK):
+        return f"gcp_path {gcp_path} is missing or not executable; fix gcp_path in globus-tmp.conf"
+    return None
+
+
 class GcpCommand:
     """Runs the ``globusconnectpersonal`` launcher named by ``gcp_path``, as the caller."""
 
@@ -89,11 +97,9 @@ class GcpCommand:
         self.call_timeout = call_timeout
 
     def _check_launcher(self) -> None:
-        if not os.path.isfile(self.gcp_path) or not os.access(self.gcp_path, os.X_OK):
-            raise GcpError(
-                f"gcp_path {self.gcp_path} is missing or not executable; "
-                "fix gcp_path in globus-tmp.conf"
-            )
+        problem = launcher_problem(self.gcp_path)
+        if problem:
+            raise GcpError(problem)
 
     def _run(
         self, *args: str, timeout: float | None = None, stdin_pipe: bool = False
@@ -300,6 +306,11 @@ class ControlSocket:
             os.unlink(self.path)
         except FileNotFoundError:
             return False
+        except OSError as exc:  # e.g. a directory: another user's doing, not the site's
+            raise ControlSocketSquatted(
+                f"GCP's control socket path {self.path} is taken by uid {self.owner()} and "
+                f"cannot be removed ({exc.strerror}); ask an admin to remove it"
+            ) from None
         return True
 
 

@@ -3,7 +3,10 @@
 A non-zero Prolog drains the node and requeues the job; a non-zero Epilog drains the
 node. Losing an endpoint for one job is far cheaper, so a hook exits 0 whatever goes
 wrong (logging one line that names the cause) unless the admin set
-``on_failure = "fail"`` and the hook honours it. Each run is bounded by
+``on_failure = "fail"``, the hook honours it, and the cause is the site's: a failure
+from the job user's side (their files, GCP or steps: :attr:`GlobusTmpError.user_side`)
+is that job's problem, never a drained node, or any user could drain nodes at will by
+breaking their own pool or stopping their own step. Each run is bounded by
 ``hook_timeout``: every wait takes its bound from the same deadline, and SIGALRM is
 the backstop.
 """
@@ -11,19 +14,24 @@ the backstop.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
+from .alarm import alarm_backstop
 from .config import Config, load_config
-from .errors import EXIT_FAILED, EXIT_OK, GlobusTmpError, HookTimeout
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    GlobusTmpError,
+    HookTimeout,
+    JobContextError,
+    from_user_side,
+)
 from .hooklog import HookLog
-from .job import JobContext
+from .job import JobContext, node_name
 from .lifecycle import NodeLifecycle
 from .nodestate import NodeStateStore
 
@@ -36,28 +44,36 @@ def run_hook(name: str, action: HookAction, honours_on_failure: bool) -> int:
     log = HookLog(name)
     try:
         cfg = load_config()
-        job = JobContext.from_hook_env(os.environ)
     except GlobusTmpError as exc:
         log.error(f"{exc}; nothing done")
         return EXIT_OK
-    log.bind(job=job.job_id, node=job.node, user=job.user.name)
+    node = node_name(os.environ)
+    log.bind(job=os.environ.get("SLURM_JOB_ID", "?"), node=node)
     deadline = started + cfg.hook_timeout
     try:
         with alarm_backstop(cfg.hook_timeout + 5, _TIMEOUT):
+            try:  # the user look-up (NSS, maybe LDAP) may hang: under the alarm
+                job = JobContext.from_hook_env(os.environ)
+            except JobContextError as exc:
+                log.error(f"{exc}; nothing done")
+                return EXIT_OK
+            log.bind(job=job.job_id, node=job.node, user=job.user.name)
             store = NodeStateStore(cfg.state_dir_for(job.node))
             store.ensure()
             log.configure(cfg.log_file_for(job.node), cfg.syslog_facility)
             lifecycle = NodeLifecycle(cfg, job.node, store, log, deadline)
             log.info(action(lifecycle, job))
         outcome = "ok"
+        code = EXIT_OK
     except Exception as exc:
-        log_failure(log, exc)
+        code, note = _failure_exit(cfg, honours_on_failure, exc)
+        log_failure(log, exc, note)
         outcome = outcome_of(exc)
     if cfg.metrics_file:
-        problem = _record_run(cfg, job.node, name, outcome)
+        problem = _record_run(cfg, node, name, outcome)
         if problem:
             log.error(problem)
-    return EXIT_OK if outcome == "ok" else _failure_exit(cfg, honours_on_failure)
+    return code
 
 
 RENDER_EVERY = 30.0
@@ -97,29 +113,12 @@ def _rendered_within(state_dir: Path, seconds: float = RENDER_EVERY) -> bool:
 _TIMEOUT = "hit hook_timeout; gave up (raise hook_timeout or start_timeout?)"
 
 
-@contextlib.contextmanager
-def alarm_backstop(seconds: float, message: str) -> Iterator[None]:
-    """Raise :class:`HookTimeout` (``message``) in this process after ``seconds``: the
-    backstop behind every bounded wait, for whatever still hangs."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise HookTimeout(message)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(math.ceil(seconds), 1))
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def log_failure(log: HookLog, exc: BaseException) -> None:
+def log_failure(log: HookLog, exc: BaseException, note: str = "") -> None:
     """One line for a failure: our own errors say what to do; others are internal."""
     if isinstance(exc, GlobusTmpError):
-        log.error(str(exc))
+        log.error(f"{exc}{note}")
     else:
-        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        log.error(f"internal error: {type(exc).__name__}: {exc}{note}")
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -127,6 +126,18 @@ def outcome_of(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, HookTimeout) else type(exc).__name__
 
 
-def _failure_exit(cfg: Config, honours_on_failure: bool) -> int:
-    """docs/ADMIN.md, "Exit codes": a hook fails open unless the site chose otherwise."""
-    return EXIT_FAILED if honours_on_failure and cfg.on_failure == "fail" else EXIT_OK
+_USER_SIDE = (
+    ' [from the job user\'s side: this job runs without an endpoint; on_failure = "fail" '
+    "fails the Prolog for site-side causes only]"
+)
+
+
+def _failure_exit(cfg: Config, honours_on_failure: bool, exc: BaseException) -> tuple[int, str]:
+    """docs/ADMIN.md, "Exit codes": a hook fails open unless the site chose otherwise,
+    and then only for a cause of the site's own (:func:`from_user_side`). Also what the
+    failure's log line adds when ``on_failure = "fail"`` was not applied."""
+    if not (honours_on_failure and cfg.on_failure == "fail"):
+        return EXIT_OK, ""
+    if from_user_side(exc):
+        return EXIT_OK, _USER_SIDE
+    return EXIT_FAILED, ""

@@ -210,7 +210,8 @@ class EntryLease:
                 raise PoolError(
                     f"{self.dir}: the file system refuses hard links ({exc.strerror}); "
                     "leases need link() (NFS, Lustre, BeeGFS, GPFS and local file systems "
-                    "have it): point user_dir in globus-tmp.conf at such a file system"
+                    "have it): ask your admin for a user_dir there that is still yours "
+                    "alone (~/... or a path with %u)"
                 ) from None
             try:
                 won = self.fs.nlink(tmp) == 2

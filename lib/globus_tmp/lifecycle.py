@@ -30,16 +30,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
-from .errors import GcpError, GlobusTmpError
+from .errors import ConfigError, GcpError, GlobusTmpError
 from .failpoints import failpoint
 from .hooklog import HookLog
 from .job import JobContext, UserIdentity
 from .nodestate import (
+    MAX_STAGE_TASKS,
+    MAX_TASKS,
     GcpInstance,
     HeldTmp,
     NodeStateStore,
     StartRecord,
     UserNodeState,
+    accept_task_ids,
 )
 from .phases import Phase
 from .process import ProcessRef
@@ -219,14 +222,9 @@ class NodeLifecycle:
                 state.starting = StartRecord()
                 state.clear_drain()
                 self.store.write(state)
-            from .gcp import ControlSocket
-
-            if ControlSocket(user.uid).clear_if_squatted():
-                self.log.error(
-                    f"removed {ControlSocket(user.uid).path}: it was not {user.name}'s "
-                    "(another user squatted GCP's control socket)"
-                )
             try:
+                self._clear_control_socket(user)
+                self._check_gcp_path()
                 started = self._start_or_take_over(user, job_id, nodelist)
             except GlobusTmpError as exc:
                 self._abandon_start(user, str(exc))
@@ -249,6 +247,24 @@ class NodeLifecycle:
             f"started GCP pid {inst.pid} from pool entry {inst.endpoint_name} "
             f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node",
         )
+
+    def _clear_control_socket(self, user: UserIdentity) -> None:
+        from .gcp import ControlSocket
+
+        if ControlSocket(user.uid).clear_if_squatted():
+            self.log.error(
+                f"removed {ControlSocket(user.uid).path}: it was not {user.name}'s "
+                "(another user squatted GCP's control socket)"
+            )
+
+    def _check_gcp_path(self) -> None:
+        """Root's own look at the install before a start: a step as the user that says
+        GCP cannot be run is the user's to forge, so only this counts as the site's."""
+        from .gcp import launcher_problem
+
+        problem = launcher_problem(self.cfg.gcp_path)
+        if problem:
+            raise ConfigError(f"{self.cfg.source}: {problem}")
 
     def _record_progress(self, user: UserIdentity, data: Any) -> None:
         """What the start step has done so far, in node state before anything else."""
@@ -417,17 +433,27 @@ class NodeLifecycle:
             self.log.error(f"stage-out of job {job_id} not submitted: {exc}")
             return "; stage-out NOT submitted", []
         count_api("submit")
-        tasks = [str(o["task_id"]) for o in outcomes if o.get("state") == "submitted"]
+        submitted = [o.get("task_id") for o in outcomes if o.get("state") == "submitted"]
+        tasks, refused = accept_task_ids(submitted)
         for o in outcomes:
             self._log_stage_out(o)
         with self.store.jobs_lock(user.name, self._left()):  # the hold learns its tasks
             state = self._read(user)
+            room = max(MAX_STAGE_TASKS - len(state.stage_tasks), 0)
+            refused += max(len(tasks) - room, 0)
+            tasks = tasks[:room]
             state.stage_tasks = sorted(set(state.stage_tasks) | set(tasks))
             hold = state.holds.get(job_id)
             if hold is not None:
                 hold.tasks = tasks
             freed = self._pop_done_holds(state)
             self.store.write(state)
+        if refused:
+            self.log.error(
+                f"stage-out of job {job_id}: {refused} task id(s) from {user.name}'s records "
+                f"refused (not a Globus task id, or past {MAX_TASKS} per job or "
+                f"{MAX_STAGE_TASKS} awaiting their outcome on this node); not followed"
+            )
         for export_path, done in freed:
             self.log.info(self._free_private_tmp(user, export_path, done))
         if not outcomes:
@@ -441,10 +467,12 @@ class NodeLifecycle:
         from .slurmconf import cluster_name
         from .stageout import declared_count
 
-        user_dir = self.cfg.user_dir_for(user.home)
+        user_dir = self.cfg.user_dir_for(user)
         cluster = cluster_name(self.cfg, os.environ)
         try:
-            found = run_as(user, self._step(), declared_count, user_dir, cluster, job_id, self.node)
+            found = run_as(
+                user, self._step(), declared_count, user_dir, user.home, cluster, job_id, self.node
+            )
         except GlobusTmpError as exc:
             self.log.error(f"could not look for stage-outs of job {job_id}: {exc}")
             return False
@@ -784,7 +812,7 @@ class NodeLifecycle:
 
     def _adopt(self, user: UserIdentity, proc: ProcessRef, entry: str) -> GcpInstance | None:
         """Take over a GCP an interrupted start left running, for the jobs waiting on it."""
-        config_dir = self.cfg.user_dir_for(user.home) / "endpoints" / entry
+        config_dir = self.cfg.user_dir_for(user) / "endpoints" / entry
         budget = max(min(self.cfg.start_timeout, self._left() - 5), 1.0)
         try:
             return self.actions_for(user).take_over(self.node, proc, config_dir, budget).instance

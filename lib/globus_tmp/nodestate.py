@@ -20,7 +20,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,42 @@ from .process import ProcessRef
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
     from typing import Any, Optional
+
+
+MAX_TASKS = 64
+"""The most task ids one answer from the user's side puts into node state: a job's
+stage-outs submitted on a node (as many as a job may declare there: one task each) or a
+drain's live tasks (one of them is witness enough that a transfer is live). At 36 bytes
+an id this keeps a job's share of the state file to a few KiB."""
+MAX_STAGE_TASKS = 16 * MAX_TASKS
+"""The most stage-out task ids awaiting their outcome per user and node (about 45 KiB
+with the holds' copies, far below the file's read bound, :data:`STATE`): ids that never
+settle (forged ones do not) cannot grow the file until it is "started afresh" and its
+job set and holds are forgotten."""
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def is_task_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a Globus task id (a UUID, 8-4-4-4-12 hex)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    parts = value.split("-")
+    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(set(p) <= _HEX for p in parts)
+
+
+def accept_task_ids(values: Iterable[object], limit: int = MAX_TASKS) -> tuple[list[str], int]:
+    """The distinct task ids among ``values`` that may enter node state (UUID-shaped, at
+    most ``limit``, in order), and how many others were refused. The values come from
+    a step as the user: the user's records or the user's child may say anything."""
+    accepted: list[str] = []
+    refused = 0
+    for value in values:
+        if is_task_id(value) and len(accepted) < limit:
+            if value not in accepted:
+                accepted.append(str(value))
+        else:
+            refused += 1
+    return accepted, refused
 
 
 @dataclass

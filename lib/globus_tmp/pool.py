@@ -296,9 +296,7 @@ class EndpointPool:
                 f"{source} is not a set-up GCP config dir (no lta/client-id.txt); "
                 "run 'globusconnectpersonal -setup' for it first"
             )
-        name = name or _default_name(source)
-        if not name or "/" in name or name.startswith("."):
-            raise GlobusTmpError(f"'{name}' is not a valid pool entry name; pass --name NAME")
+        name = check_entry_name(name or _default_name(source))
         self.endpoints_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = self.endpoints_dir / name
         if target.exists():
@@ -308,6 +306,24 @@ class EndpointPool:
         shutil.move(str(source), str(target))
         os.chmod(target, 0o700)
         return self.entry(name)
+
+
+ENTRY_NAME_MAX = 32
+_ENTRY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_entry_name(name: str) -> str:
+    """``name`` if it may name a pool entry, else one line naming the fix. The name
+    travels far (node state, hook log, ``globus-tmp-admin status`` on an admin's
+    terminal, other nodes' views): a short, plain word, never a path, a hidden file
+    or an escape sequence."""
+    plain = name[:1].isascii() and name[:1].isalnum() and set(name) <= _ENTRY_NAME_CHARS
+    if plain and len(name) <= ENTRY_NAME_MAX:
+        return name
+    raise GlobusTmpError(
+        f"{name!r} is not a valid pool entry name: use 1 to {ENTRY_NAME_MAX} letters, "
+        "digits, '.', '_' or '-', starting with a letter or digit; pass --name NAME"
+    )
 
 
 def _default_name(source: Path) -> str:

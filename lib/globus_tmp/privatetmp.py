@@ -383,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
+    from .alarm import alarm_backstop
     from .config import load_config
-    from .hookrunner import alarm_backstop, log_failure, outcome_of
+    from .hookrunner import log_failure, outcome_of
     from .job import node_name
     from .jobcontainer import read_job_container_conf
     from .slurmconf import slurm_conf_path
@@ -392,11 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config()
         node = node_name(os.environ)
-        user = UserIdentity.from_uid(int(uid_text))
+        uid = int(uid_text)
     except (GlobusTmpError, ValueError) as exc:
         log.error(f"privatetmp {command} job {job_id}: {exc}; nothing done")
         return EXIT_OK
-    log.bind(job=job_id, node=node, user=user.name)
+    log.bind(job=job_id, node=node)
     outcome = "ok"
     jc = read_job_container_conf(slurm_conf_path(cfg, os.environ), node)
     budget = cfg.hook_timeout
@@ -406,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + budget
     try:
         with alarm_backstop(budget, f"privatetmp: gave up after {budget:g} s"):
+            user = UserIdentity.from_uid(uid)  # NSS (maybe LDAP) may hang: under the alarm
+            log.bind(job=job_id, node=node, user=user.name)
             store = NodeStateStore(cfg.state_dir_for(node))
             store.ensure()
             log.configure(cfg.log_file_for(node), cfg.syslog_facility)
@@ -459,16 +462,18 @@ def _exit(
         return max(min(_USER_STEP, deadline - time.monotonic() - 1.0), 0.5)
 
     cluster = cluster_name(cfg, os.environ)
-    user_dir = cfg.user_dir_for(user.home)
-    declared = int(run_as(user, left(), declared_count, user_dir, cluster, job_id, node))
+    user_dir = cfg.user_dir_for(user)
+    declared = int(run_as(user, left(), declared_count, user_dir, user.home, cluster, job_id, node))
     try:
         held, what = tmp.exit(job_id, user, declared)
     except PrivateTmpError as exc:
         if declared:
-            run_as(user, left(), mark_held, user_dir, cluster, job_id, node, False, str(exc))
+            run_as(
+                user, left(), mark_held, user_dir, user.home, cluster, job_id, node, False, str(exc)
+            )
         raise
     if declared:
-        run_as(user, left(), mark_held, user_dir, cluster, job_id, node, held, "")
+        run_as(user, left(), mark_held, user_dir, user.home, cluster, job_id, node, held, "")
     return what
 
 

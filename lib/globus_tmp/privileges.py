@@ -11,7 +11,9 @@ Only plain data crosses back: one JSON document per line, at most ``MAX_ANSWER``
 bytes in all. A child that the user could tamper with (``ptrace`` once it is the
 user's) can then at worst lie in data root checks, never run code in root (pickle
 would). Errors cross as an allow-listed kind, a message and the error's fields
-(:meth:`~globus_tmp.errors.GlobusTmpError.fields`), checked again on arrival. A step can report
+(:meth:`~globus_tmp.errors.GlobusTmpError.fields`), checked again on arrival, and marked as the
+user's doing (:func:`~globus_tmp.errors.mark_user_side`), as is a step that dies, hangs
+or garbles its answer: the user can make it do any of these. A step can report
 progress before its result (:func:`report_progress`, e.g. "GCP started, pid N"), so
 root learns what the step did even when it has to kill the step at its bound.
 """
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from . import errors
-from .errors import GlobusTmpError, PrivilegeError
+from .errors import GlobusTmpError, PrivilegeError, mark_user_side
 from .job import UserIdentity
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
@@ -137,7 +139,9 @@ def run_as_reporting(
         return _receive(read_fd, time.monotonic() + timeout, what, on_progress)
     except TimeoutError:
         _kill(pid)
-        raise PrivilegeError(f"{what} did not finish within {timeout:.0f} s") from None
+        raise mark_user_side(
+            PrivilegeError(f"{what} did not finish within {timeout:.0f} s")
+        ) from None
     finally:
         os.close(read_fd)
         _kill(pid)
@@ -156,10 +160,12 @@ def _receive(fd: int, deadline: float, what: str, on_progress: ProgressSink | No
             raise TimeoutError
         chunk = os.read(fd, 65536)
         if not chunk:
-            raise PrivilegeError(f"{what} died without an answer")
+            raise mark_user_side(PrivilegeError(f"{what} died without an answer"))
         total += len(chunk)
         if total > MAX_ANSWER:
-            raise PrivilegeError(f"{what} sent more than {MAX_ANSWER} bytes; ignored")
+            raise mark_user_side(
+                PrivilegeError(f"{what} sent more than {MAX_ANSWER} bytes; ignored")
+            )
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
@@ -170,16 +176,16 @@ def _receive(fd: int, deadline: float, what: str, on_progress: ProgressSink | No
                 continue
             if "result" in message:
                 return message["result"]
-            raise _error_from(message.get("error"), what)
+            raise mark_user_side(_error_from(message.get("error"), what))
 
 
 def _decode(line: bytes, what: str) -> dict[str, Any]:
     try:
         message = json.loads(line)
     except ValueError:
-        raise PrivilegeError(f"{what} sent an unreadable answer") from None
+        raise mark_user_side(PrivilegeError(f"{what} sent an unreadable answer")) from None
     if not isinstance(message, dict):
-        raise PrivilegeError(f"{what} sent an unreadable answer")
+        raise mark_user_side(PrivilegeError(f"{what} sent an unreadable answer"))
     return message
 
 

@@ -25,7 +25,7 @@ from .errors import GcpSetupKeyRefused, GlobusTmpError
 from .gcp import GcpCommand
 from .globusapi import GlobusApiError, GlobusSession, describe
 from .nodestate import write_atomic
-from .pool import EndpointPool, PoolEntry
+from .pool import EndpointPool, PoolEntry, check_entry_name
 
 
 class EndpointProvisioner:
@@ -72,6 +72,7 @@ class EndpointProvisioner:
         write_atomic(self._pending_path(name), json.dumps(record), 0o600)
 
     def _setup_one(self, name: str) -> None:
+        check_entry_name(name)  # ours (epN); checked as every entry name is
         record = self._load_pending(name)
         if not record.get("display_name"):
             record = {"display_name": f"globus-tmp {self.user} {name} {uuid.uuid4().hex[:8]}"}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from .boundedio import STATE, read_text_bounded
 from .errors import GlobusTmpError
+from .nodestate import MAX_TASKS
+from .userdir import check_user_dir
 
 TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
@@ -38,7 +40,9 @@ DECLARED, SUBMITTED, SUCCEEDED, FAILED = "declared", "submitted", "succeeded", "
 FINISHED = (SUCCEEDED, FAILED)
 SYNC_LEVELS = ("exists", "size", "mtime", "checksum")
 """globus-cli's names for Transfer's ``sync_level`` 0..3 (checked when declared)."""
-_MAX_PER_JOB_NODE = 100
+_MAX_PER_JOB_NODE = MAX_TASKS
+"""Declarations of one job on one node: each is one task the Epilog submits, and node
+state takes at most this many task ids of a job (a forged record is refused there)."""
 
 
 class StageOutError(GlobusTmpError):
@@ -170,9 +174,12 @@ def translate(path: str, job_tmp: str | None) -> str:
     return path
 
 
-def mark_held(user_dir: Path, cluster: str, job_id: str, node: str, held: bool, why: str) -> int:
-    """Note on each declaration of the job on this node whether its files were held."""
-    store = StageOutStore(user_dir)
+def mark_held(
+    user_dir: Path, home: str, cluster: str, job_id: str, node: str, held: bool, why: str
+) -> int:
+    """Note on each declaration of the job on this node whether its files were held
+    (as the user, in a ``user_dir`` checked first: :mod:`globus_tmp.userdir`)."""
+    store = StageOutStore(check_user_dir(user_dir, home))
     records = [r for r in store.records(cluster, job_id, node) if r.state == DECLARED]
     for record in records:
         record.held = held
@@ -182,9 +189,10 @@ def mark_held(user_dir: Path, cluster: str, job_id: str, node: str, held: bool, 
     return len(records)
 
 
-def declared_count(user_dir: Path, cluster: str, job_id: str, node: str) -> int:
-    """How many declarations of the job on this node wait for its end."""
-    store = StageOutStore(user_dir)
+def declared_count(user_dir: Path, home: str, cluster: str, job_id: str, node: str) -> int:
+    """How many declarations of the job on this node wait for its end (as the user, in
+    a ``user_dir`` checked first: another user's records must never be submitted)."""
+    store = StageOutStore(check_user_dir(user_dir, home))
     return sum(1 for r in store.records(cluster, job_id, node) if r.state == DECLARED)
 
 

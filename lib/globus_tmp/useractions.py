@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from .config import Config
-from .errors import GcpError
+from .errors import GcpError, PrivilegeError, mark_user_side
 from .gcp import GcpCommand, GcpStatus, find_pool_instances
 from .job import UserIdentity
 from .leases import Holder
@@ -29,6 +29,7 @@ from .pool import EndpointPool, LeaseProver, PoolEntry
 from .privileges import report_progress, run_as, run_as_reporting
 from .process import ProcessRef
 from .slurmview import SlurmView
+from .userdir import check_user_dir
 
 Progress = Callable[[Any], None]
 
@@ -45,7 +46,19 @@ class Started:
 
     @classmethod
     def from_json(cls, data: Any) -> Started:
-        return cls(GcpInstance(**data["instance"]), data.get("note"))
+        """A start step's answer, well-typed or ``TypeError``/``KeyError``: root keeps
+        these values in node state and acts on the pid (the step is the user's)."""
+        inst = GcpInstance(**data["instance"])
+        texts = (inst.endpoint_id, inst.endpoint_name, inst.config_dir, inst.log_path)
+        if not (
+            type(inst.pid) is int
+            and type(inst.start_ticks) is int
+            and type(inst.since) in (int, float)
+            and all(isinstance(t, str) for t in texts)
+        ):
+            raise TypeError("ill-typed instance")
+        note = data.get("note")
+        return cls(inst, note if isinstance(note, str) else None)
 
 
 @dataclass(frozen=True)
@@ -100,11 +113,16 @@ class ForkedUserActions:
         self.cfg = cfg
         self.user = user
         self.holder = holder
-        self.pool_root = cfg.user_dir_for(user.home)
+        self.pool_root = cfg.user_dir_for(user)
         self.prover = prover
 
+    def _trusted_root(self) -> Path:
+        """``user_dir``, checked in the step as the user before anything in it is used
+        (:mod:`globus_tmp.userdir`): only ever called inside a step."""
+        return check_user_dir(self.pool_root, self.user.home)
+
     def _pool(self) -> EndpointPool:
-        return EndpointPool(self.pool_root)
+        return EndpointPool(self._trusted_root())
 
     def _gcp(self) -> GcpCommand:
         return GcpCommand(self.cfg.gcp_path)
@@ -138,7 +156,7 @@ class ForkedUserActions:
         data = run_as_reporting(
             self.user, budget + 3, on_progress, self._start, node, budget, slot, list(paths)
         )
-        return Started.from_json(data)
+        return _answer("start", Started.from_json, data)
 
     def _start(
         self, node: str, budget: float, slot: JobSlot | None, paths: list[str]
@@ -164,7 +182,7 @@ class ForkedUserActions:
             self.user, budget + 3, self._take_over, node, ref.pid, ref.start_ticks,
             str(config_dir), budget,
         )  # fmt: skip
-        return Started.from_json(data)
+        return _answer("take over", Started.from_json, data)
 
     def _take_over(
         self, node: str, pid: int, ticks: int, config_dir: str, budget: float
@@ -189,7 +207,7 @@ class ForkedUserActions:
 
     def status(self, timeout: float) -> GcpStatus | None:
         data = run_as(self.user, timeout + 2, self._status, timeout)
-        return None if data is None else GcpStatus(data["online"], data["transfer"])
+        return _answer("status", _status_of, data)
 
     def _status(self, timeout: float) -> dict[str, str] | None:
         status = self._gcp().status(timeout)
@@ -199,11 +217,17 @@ class ForkedUserActions:
         return bool(run_as(self.user, timeout, self._gcp().request_stop))
 
     def release(self, name: str, timeout: float) -> bool:
-        return bool(run_as(self.user, timeout, self._pool().release, name, self.holder))
+        return bool(run_as(self.user, timeout, self._release, name))
+
+    def _release(self, name: str) -> bool:
+        return self._pool().release(name, self.holder)
 
     def mark_lease(self, name: str, phase: str, until: float | None, timeout: float) -> bool:
         """Record in the lease that our GCP is ``phase`` (e.g. draining until T)."""
-        return bool(run_as(self.user, timeout, self._pool().mark, name, self.holder, phase, until))
+        return bool(run_as(self.user, timeout, self._mark_lease, name, phase, until))
+
+    def _mark_lease(self, name: str, phase: str, until: float | None) -> bool:
+        return self._pool().mark(name, self.holder, phase, until)
 
     def _slot(self, node: str, slot: JobSlot | None) -> int | None:
         """This node's index in its job's node list, offset by the job: the nodes of one
@@ -230,20 +254,20 @@ class ForkedUserActions:
         from .transfers import active_tasks_on
 
         return active_tasks_on(
-            self.cfg, self.pool_root, endpoint_id, max_age, wait=max(timeout / 3, 1.0)
+            self.cfg, self._trusted_root(), endpoint_id, max_age, wait=max(timeout / 3, 1.0)
         )
 
     def pool_instances(self, timeout: float) -> list[tuple[ProcessRef, Path]]:
         """GCPs of the user running from a pool entry on this node (read as the user)."""
         endpoints = str(self.pool_root / "endpoints")
         data = run_as(self.user, timeout, find_pool_instances, self.user.uid, endpoints)
-        return [(ProcessRef(d["pid"], d["start_ticks"]), Path(d["config_dir"])) for d in data]
+        return _answer("pool instances", _pool_instances_of, data)
 
     def submit_stage_outs(
         self, job_id: str, node: str, endpoint: str | None, timeout: float, gone_why: str | None
     ) -> list[dict[str, Any]]:
         """Submit the job's stage-outs declared on ``node``; one outcome per record."""
-        return list(
+        return _outcomes(
             run_as(
                 self.user, timeout + 2, self._submit_stage_outs, job_id, node, endpoint,
                 timeout, gone_why,
@@ -255,27 +279,67 @@ class ForkedUserActions:
     ) -> list[dict[str, Any]]:
         from .stageout import StageOutStore, submit_declared
 
-        if not StageOutStore(self.pool_root).records(self.holder.cluster, job_id, node):
+        root = self._trusted_root()
+        if not StageOutStore(root).records(self.holder.cluster, job_id, node):
             return []  # most jobs: no Globus session, no import of globus_sdk
         _http_timeout(timeout)
         return submit_declared(
-            self._session, self.pool_root, self.holder.cluster, job_id, node, endpoint, gone_why
+            self._session, root, self.holder.cluster, job_id, node, endpoint, gone_why
         )
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
         """Record how this node's submitted stage-outs ended; those that have."""
-        return list(run_as(self.user, timeout + 2, self._settle_stage_outs, node, timeout))
+        return _outcomes(run_as(self.user, timeout + 2, self._settle_stage_outs, node, timeout))
 
     def _settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]:
         from .stageout import settle
 
         _http_timeout(timeout)
-        return settle(self._session, self.pool_root, self.holder.cluster, node)
+        return settle(self._session, self._trusted_root(), self.holder.cluster, node)
 
     def _session(self) -> Any:
         from .globusapi import GlobusSession
 
         return GlobusSession(self.cfg, self.pool_root, interactive=False)
+
+
+T = TypeVar("T")
+
+
+def _answer(what: str, parse: Callable[[Any], T], data: Any) -> T:
+    """``parse(data)`` of a step's answer; one it cannot take is the user's doing (their
+    step), never an internal error of root's (which ``on_failure`` would count)."""
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise mark_user_side(
+            PrivilegeError(f"the step as the user ({what}) sent an unusable answer")
+        ) from None
+
+
+def _status_of(data: Any) -> GcpStatus | None:
+    if data is None:
+        return None
+    online, transfer = data["online"], data["transfer"]
+    if not isinstance(online, str) or not isinstance(transfer, str):
+        raise TypeError("ill-typed status")
+    return GcpStatus(online, transfer)
+
+
+def _pool_instances_of(data: Any) -> list[tuple[ProcessRef, Path]]:
+    found = []
+    for d in data:
+        pid, ticks, config_dir = d["pid"], d["start_ticks"], d["config_dir"]
+        if not (type(pid) is int and type(ticks) is int and isinstance(config_dir, str)):
+            raise TypeError("ill-typed instance")
+        found.append((ProcessRef(pid, ticks), Path(config_dir)))
+    return found
+
+
+def _outcomes(data: Any) -> list[dict[str, Any]]:
+    """A stage-out step's answer as outcome documents (anything else is dropped: the step
+    is the user's). Their task ids are checked where they enter node state."""
+    return [o for o in data if isinstance(o, dict)] if isinstance(data, list) else []
 
 
 def _http_timeout(timeout: float) -> None:

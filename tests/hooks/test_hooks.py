@@ -191,12 +191,20 @@ def test_exhausted_pool_fails_open(site: Site) -> None:
     assert "ep1 held by n2" in site.hook_log()
 
 
-def test_on_failure_fail_makes_the_prolog_fail(site: Site) -> None:
+def test_on_failure_fail_fails_the_prolog_for_site_side_causes_only(site: Site) -> None:
+    """A user without a pool (their own files) must not drain the node; a missing GCP
+    install (the site's) does."""
     site.configure(on_failure="fail")
     res = site.prolog("72")
-    assert res.returncode == 1
-    assert "no endpoint pool" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "no endpoint pool" in res.stderr and "from the job user's side" in res.stderr
     assert site.epilog("72").returncode == 0, "the epilog never fails: it would drain the node"
+    site.users["gtunit1"].make_pool(1)
+    site.configure(gcp_path="/nonexistent/globusconnectpersonal")
+    res = site.prolog("73")
+    assert res.returncode == 1
+    assert "gcp_path /nonexistent/globusconnectpersonal is missing or not executable" in res.stderr
+    assert site.epilog("73").returncode == 0
 
 
 def test_corrupt_state_file_is_recovered(site: Site) -> None:

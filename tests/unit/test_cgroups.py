@@ -365,3 +365,17 @@ def test_real_v1_cgroup_place_limit_kill_remove() -> None:
             for d in (p, p.parent):
                 if d.exists():
                     d.rmdir()
+
+
+def test_the_shipped_defaults_limit_each_gcp(
+    tmp_path: Path, leader: subprocess.Popen[bytes]
+) -> None:
+    """GCP runs outside the job's cgroup: out of the box it must not take the node."""
+    cfg = Config()
+    assert (cfg.gcp_cgroup, cfg.gcp_cpu_max, cfg.gcp_memory_max) == ("globus-tmp", 2.0, 2 << 30)
+    root = _v2_tree(tmp_path / "cg")
+    tree = CgroupTree(cfg.gcp_cgroup, cfg.gcp_cpu_max, cfg.gcp_memory_max, root=root, systemd=False)
+    assert tree.place("n1", "alice", UID, _ref(leader)).problem is None
+    leaf = root / "globus-tmp" / "n1-alice"
+    assert (leaf / "cpu.max").read_text() == "200000 100000"
+    assert (leaf / "memory.max").read_text() == str(2 << 30)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from globus_tmp.config import Config, config_path, load_config, parse_config
 from globus_tmp.errors import ConfigError
+from globus_tmp.job import UserIdentity
 
 
 def test_file_beside_slurm_conf_or_named_by_env() -> None:
@@ -43,7 +44,8 @@ def test_values_are_read_and_expanded(tmp_path: Path) -> None:
     assert cfg.log_file_for("node7") == Path("/run/g/node7/hooks.log")
     assert cfg.exposed_paths == ("/tmp", "/scratch/local")
     assert cfg.start_timeout == 5.0 and cfg.on_failure == "fail"
-    assert cfg.user_dir_for("/home/alice") == Path("/home/alice/.globus-tmp")
+    alice = UserIdentity("alice", 1001, 1001, "/home/alice")
+    assert cfg.user_dir_for(alice) == Path("/home/alice/.globus-tmp")
     assert cfg.source == str(conf)
 
 

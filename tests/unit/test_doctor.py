@@ -278,10 +278,11 @@ def test_metrics_file_in_a_directory_others_can_write_fails(tmp_path: Path) -> N
 
 
 def test_gcp_without_cpu_or_memory_limits_warns(tmp_path: Path) -> None:
-    unlimited = _doctor(tmp_path, "").gcp_limits()
+    assert _doctor(tmp_path, "").gcp_limits().level == OK  # the defaults limit GCP
+    unlimited = _doctor(tmp_path, "", Config(gcp_cpu_max=0, gcp_memory_max=0)).gcp_limits()
     assert unlimited.level == WARN and "gcp_cpu_max=0" in unlimited.detail
     assert "outside the job's cgroup" in unlimited.detail
-    cpu_only = _doctor(tmp_path, "", Config(gcp_cpu_max=2.0)).gcp_limits()
+    cpu_only = _doctor(tmp_path, "", Config(gcp_cpu_max=2.0, gcp_memory_max=0)).gcp_limits()
     assert cpu_only.level == WARN and "gcp_memory_max=0" in cpu_only.detail
     both = _doctor(tmp_path, "", Config(gcp_cpu_max=2.0, gcp_memory_max=1 << 32)).gcp_limits()
     assert both.level == OK

@@ -226,3 +226,27 @@ def test_adopt_moves_a_set_up_dir(pool: EndpointPool, tmp_path: Path) -> None:
     assert entry.endpoint_id == "0b2c3d4e-0000-4000-8000-000000000001"
     with pytest.raises(GlobusTmpError, match="not a set-up GCP config dir"):
         pool.adopt(tmp_path / "empty", "x")
+
+
+@pytest.mark.parametrize("name", ["\x1b]0;pwned\x07", "a b", "-x", ".hidden", "a/b", "é", "x" * 33])
+def test_adopt_refuses_a_name_that_is_not_a_short_plain_word(
+    pool: EndpointPool, tmp_path: Path, name: str
+) -> None:
+    """Entry names reach node state, the hook log and admins' terminals."""
+    source = tmp_path / "gcp-dir"
+    (source / "lta").mkdir(parents=True)
+    (source / "lta" / "client-id.txt").write_text("0b2c3d4e-0000-4000-8000-000000000001\n")
+    with pytest.raises(GlobusTmpError) as info:
+        pool.adopt(source, name)
+    text = str(info.value)
+    assert "not a valid pool entry name" in text and "pass --name NAME" in text
+    assert text.isprintable() and source.exists() and pool.names() == []
+
+
+def test_adopt_takes_a_default_name_only_if_it_is_plain(pool: EndpointPool, tmp_path: Path) -> None:
+    source = tmp_path / "My Endpoint"
+    (source / "lta").mkdir(parents=True)
+    (source / "lta" / "client-id.txt").write_text("0b2c3d4e-0000-4000-8000-000000000001\n")
+    with pytest.raises(GlobusTmpError, match="'My Endpoint' is not a valid pool entry name"):
+        pool.adopt(source, None)
+    assert pool.adopt(source, "my-endpoint.1").name == "my-endpoint.1"

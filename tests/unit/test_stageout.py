@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from globus_tmp.nodestate import MAX_TASKS
 from globus_tmp.stageout import (
     DECLARED,
     FAILED,
@@ -47,11 +48,11 @@ def test_a_node_name_that_prefixes_another_is_not_confused(tmp_path: Path) -> No
 def test_marking_held_and_refused(tmp_path: Path) -> None:
     store = StageOutStore(tmp_path)
     store.declare(_record())
-    assert declared_count(tmp_path, "c", "5", "n1") == 1
-    assert mark_held(tmp_path, "c", "5", "n1", False, "not held: cap") == 1
+    assert declared_count(tmp_path, str(tmp_path), "c", "5", "n1") == 1
+    assert mark_held(tmp_path, str(tmp_path), "c", "5", "n1", False, "not held: cap") == 1
     (record,) = store.records()
     assert record.state == FAILED and record.error == "not held: cap" and record.held is False
-    assert declared_count(tmp_path, "c", "5", "n1") == 0
+    assert declared_count(tmp_path, str(tmp_path), "c", "5", "n1") == 0
 
 
 def test_a_corrupt_record_is_skipped_not_fatal(tmp_path: Path) -> None:
@@ -62,8 +63,9 @@ def test_a_corrupt_record_is_skipped_not_fatal(tmp_path: Path) -> None:
 
 
 def test_too_many_declarations_say_what_to_do(tmp_path: Path) -> None:
+    """As many as node state follows for one job (MAX_TASKS, one task each)."""
     store = StageOutStore(tmp_path)
-    for _ in range(100):
+    for _ in range(MAX_TASKS):
         store.declare(_record())
     with pytest.raises(StageOutError, match="declare a directory"):
         store.declare(_record())

@@ -84,3 +84,27 @@ def test_mount_table_is_parsed_with_its_escapes(tmp_path: Path) -> None:
     assert is_mount_point("/state/jobtmp/u/7", str(table))  # a bind: same device as "/"
     assert not is_mount_point("/state/jobtmp/u", str(table))
     assert not is_mount_point("/", str(tmp_path / "missing"))  # unreadable: not a mount
+
+
+def test_status_of_many_nodes_escapes_what_the_nodes_send() -> None:
+    """A pool entry name (the user's) or an error text with escape sequences must not
+    rewrite the admin's terminal: ``status --nodes`` prints other nodes' fields."""
+    from globus_tmp.clusterview import parse_clush, table
+
+    user = {
+        "user": "mallory\x1b[2J",
+        "phase": "failed",
+        "jobs": ["1"],
+        "gcp_pid": 5,
+        "gcp_alive": True,
+        "endpoint_name": "\x1b]0;owned\x07ep1",
+        "error": "bad\rthing\u2028",
+    }
+    doc = {"node": "n1", "users": [user], "totals": {"jobs": 1}}
+    output = f"n1: {json.dumps(doc)}\nn2: \x1b[31mssh: refused\n"
+    views, problems = parse_clush(output)
+    lines = table(views, problems)
+    assert all(line.isprintable() for line in lines), lines
+    text = "\n".join(lines)
+    assert "\\x1b]0;owned\\x07ep1" in text and "mallory\\x1b[2J" in text
+    assert "NO ANSWER: \\x1b[31mssh: refused" in text

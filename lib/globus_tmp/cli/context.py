@@ -25,13 +25,17 @@ class Context:
     def __init__(self, cfg: Config, user: UserIdentity) -> None:
         self.cfg = cfg
         self.user = user
-        self.user_dir: Path = cfg.user_dir_for(user.home)
+        self.user_dir: Path = cfg.user_dir_for(user)
 
     @classmethod
     def current(cls) -> Context:
-        """The context of this process (files it creates are the user's alone)."""
+        """The context of this process (files it creates are the user's alone), once its
+        ``user_dir`` is made and provably the user's alone (:mod:`globus_tmp.userdir`)."""
+        from ..userdir import ensure_user_dir
+
         ctx = cls(load_config(), UserIdentity.current())
         os.umask(0o077)
+        ensure_user_dir(ctx.user_dir, ctx.user.home)
         return ctx
 
     def session(self, interactive: bool = False) -> GlobusSession:
