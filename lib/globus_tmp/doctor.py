@@ -471,7 +471,10 @@ def _try_link(where: str) -> dict[str, Any]:
         os.link(first, second)
         os.unlink(second)
     except OSError as exc:
-        why = f"link() fails ({exc.strerror}): leases cannot work; set user_dir to a per-user place on a file system with link()"
+        why = (
+            f"link() fails ({exc.strerror}): leases cannot work; set user_dir to a "
+            "per-user place on a file system with link()"
+        )
         return {"works": False, "detail": why}
     finally:
         os.unlink(first)
