@@ -349,7 +349,13 @@ class NodeLifecycle:
         which each job's private /tmp appears (see :mod:`globus_tmp.privatetmp`)."""
         if not self.slurm.exports_private_tmp:
             return ()
-        return (str(self.private_tmp.ensure_export_root(user.name)),)
+        from .privatetmp import PrivateTmpError
+
+        try:
+            return (str(self.private_tmp.ensure_export_root(user)),)
+        except PrivateTmpError as exc:  # GCP still serves the rest; jobs' /tmp not exported
+            self.log.error(str(exc))
+            return ()
 
     @property
     def private_tmp(self) -> PrivateTmp:

@@ -96,20 +96,37 @@ class PrivateTmp:
     def export_root(self, user: str) -> Path:
         return self.store.root / "jobtmp" / user
 
-    def ensure_export_root(self, user: str) -> Path:
-        """The user's export root, root-owned 0755 (GCP exposes it from its start)."""
-        for path in (self.store.root / "jobtmp", self.export_root(user)):
-            with contextlib.suppress(FileExistsError):
-                path.mkdir(mode=0o755)
-            check_trusted_dir(path)
-        return self.export_root(user)
+    def ensure_export_root(self, user: UserIdentity) -> Path:
+        """The user's export root (GCP exposes it from its start): root's, 0700, with an
+        ACL entry for the user alone (:mod:`.posixacl`), below a root-owned 0711
+        ``jobtmp``. Slurm's own parent of a job's ``/tmp`` is root's 0700: a job that
+        makes its ``/tmp`` 1777 must not be readable by others through the export."""
+        from .posixacl import restrict_to
+
+        jobtmp, mine = self.store.root / "jobtmp", self.export_root(user.name)
+        with contextlib.suppress(FileExistsError):
+            jobtmp.mkdir(mode=0o711)
+        check_trusted_dir(jobtmp)
+        os.chmod(jobtmp, 0o711)  # others may pass, not list the users
+        with contextlib.suppress(FileExistsError):
+            mine.mkdir(mode=0o700)
+        check_trusted_dir(mine)
+        try:
+            restrict_to(str(mine), user.uid)
+        except OSError as exc:
+            raise PrivateTmpError(
+                f"{mine}: cannot restrict it to {user.name} with an ACL ({exc.strerror}); "
+                "no private /tmp is exported: put state_dir on a file system with POSIX "
+                "ACLs (tmpfs, ext4, xfs)"
+            ) from None
+        return mine
 
     # -- job start ---------------------------------------------------------------
 
     def init(self, job_id: str, user: UserIdentity) -> str:
         _, source = self._job_dir(job_id, user.uid)
         within = self._tmp_within(source, user.uid)
-        target = self.ensure_export_root(user.name) / job_id
+        target = self.ensure_export_root(user) / job_id
         with contextlib.suppress(FileExistsError):
             target.mkdir(mode=0o700)
         check_trusted_dir(target, allow_mount=True)

@@ -118,6 +118,28 @@ pt = PrivateTmp(cfg, "n1", store, HookLog("test", to_stderr=False), [base])
 out = {"init": pt.init("77", user), "allocated": allocated(tmp) if tree != "deep" else None}
 for _ in range(inits - 1):  # again, over the bind the first left (same file system)
     out["init"] = pt.init("77", user)
+
+
+def can_list(name, path):  # as another local user: the export must not open Slurm's 0700
+    other = UserIdentity.from_name(name)
+    pid = os.fork()
+    if pid == 0:
+        os.setgroups([])
+        os.setgid(other.gid)
+        os.setuid(other.uid)
+        try:
+            os.listdir(path)
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+tmp.chmod(0o1777)  # the job (or a site script) makes its /tmp look like a node's
+job_tmp_now = store.read(user_name, user.uid).job_tmp["77"]
+out["others_list"] = can_list("gtunit2", job_tmp_now)
+out["user_lists"] = can_list(user_name, job_tmp_now)
+tmp.chmod(0o700)
 export = pt.export_root(user_name) / "77"
 out["export_sees"] = sorted(os.listdir(export))
 out["job_tmp"] = store.read(user_name, user.uid).job_tmp
@@ -314,3 +336,13 @@ def test_a_hold_is_freed_in_what_is_left_of_the_callers_deadline(tmp_path: Path)
     reconcile = lifecycle(60.0).private_tmp
     assert reconcile.orphan_holds() == [hold]
     assert "freed" in reconcile.delete_orphan(hold) and not hold.exists()
+
+
+def test_the_export_is_for_the_job_user_alone_even_with_a_1777_tmp(
+    tmp_path: Path, user: None
+) -> None:
+    """Slurm keeps a job's /tmp private through its root-owned 0700 parent; the export
+    root used to be 0755, so a job /tmp made 1777 was open to every local user there."""
+    out = _run(tmp_path, cap=10**9, declared=0)
+    assert out["user_lists"] is True
+    assert out["others_list"] is False
