@@ -17,6 +17,8 @@ import re
 
 from .boundedio import read_bounded
 
+MS_RDONLY = 1
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -35,10 +37,15 @@ _libc.mount.argtypes = [
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def bind(source: str, target: str) -> None:
-    """Bind ``source`` at ``target`` (not recursive), kept out of other namespaces."""
+def bind(source: str, target: str, read_only: bool = False) -> None:
+    """Bind ``source`` at ``target`` (not recursive), kept out of other namespaces;
+    ``read_only``: nothing written through it (a bind takes its flags only from a
+    remount of itself)."""
     _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None), "bind", target)
     _check(_libc.mount(None, target.encode(), None, MS_PRIVATE, None), "make private", target)
+    if read_only:
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        _check(_libc.mount(None, target.encode(), None, flags, None), "read-only", target)
 
 
 def unmount(target: str) -> bool:

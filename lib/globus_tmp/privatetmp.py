@@ -208,7 +208,8 @@ class PrivateTmp:
         self._record_hold(
             user, job_id, HeldTmp(path=str(hold), size=size, since=time.time()), job_tmp
         )
-        bind(str(hold), str(target))
+        # read-only: measured once, it must not grow past the cap through the export
+        bind(str(hold), str(target), read_only=True)
         note = f"; {measured.reason}" if measured.reason else ""
         return (
             True,

@@ -154,6 +154,12 @@ out["holds_on_disk"] = sorted(os.listdir(hold_root)) if hold_root.exists() else 
 out["export_after"] = sorted(os.listdir(export)) if export.exists() else None
 job_tmp_after = store.read(user_name, user.uid).job_tmp.get("77")
 out["job_tmp_after"] = sorted(os.listdir(job_tmp_after)) if job_tmp_after else None
+if job_tmp_after:  # held: nothing may grow it past the cap it was measured against
+    try:
+        Path(job_tmp_after, "grown.dat").write_bytes(b"z")
+        out["held_writable"] = True
+    except OSError:
+        out["held_writable"] = False
 state = store.read(user_name, user.uid)
 out["holds"] = {k: v.path for k, v in state.holds.items()}
 hold = state.holds.get("77")
@@ -245,6 +251,7 @@ def test_slurm_23_02_layout_exports_the_job_tmp_inside_the_container(
     assert out["job_tmp_sees"] == ["link", "result.dat", "sub"]
     assert out["held"] is True, out["exit"]
     assert out["job_tmp_after"] == ["link", "result.dat", "sub"]  # the same path, held
+    assert out["held_writable"] is False  # bound read-only: not even root writes through it
     assert "freed" in str(out["free"]) and out["hold_left"] is False
     assert out["export_left"] is False
 
