@@ -65,6 +65,28 @@ _DROP_BUDGET = 10.0  # seconds to delete one that is not held (reconcile does th
 _AFTER_FREE = 5.0  # of the caller's deadline, kept for what it does after freeing holds
 
 
+_EARLIER_RUN = (
+    "job {job}'s private /tmp {what}: an earlier run of job {job} (requeued) still holds "
+    "its /tmp here for a stage-out; this run's /tmp is left to Slurm"
+)
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """``rename`` that fails (EEXIST) instead of replacing an existing ``target``: a
+    plain rename of a directory onto an empty one replaces it without a word."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    rc = libc.renameat2(
+        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), _RENAME_NOREPLACE
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"rename {source} -> {target}: {os.strerror(err)}")
+
+
 class PrivateTmpError(GlobusTmpError):
     """A job's private /tmp cannot be exported or held; the message says why."""
 
@@ -136,6 +158,8 @@ class PrivateTmp:
         # stop of its GCP) still finds the mount and removes it
         with self.store.jobs_lock(user.name):
             state = self.store.read(user.name, user.uid)
+            if job_id in state.holds:
+                raise PrivateTmpError(_EARLIER_RUN.format(job=job_id, what="not exported"))
             state.job_tmp[job_id] = str(target / within)
             self.store.write(state)
         unmount(str(target))  # a leftover of an earlier run of the same job id
@@ -178,6 +202,9 @@ class PrivateTmp:
         it is in the hold, where the user cannot change it: unmounted from the export,
         renamed below root's 0700 directory."""
         target = self.export_root(user.name) / job_id
+        with self.store.jobs_lock(user.name):  # the export there is the earlier run's
+            if job_id in self.store.read(user.name, user.uid).holds:
+                raise PrivateTmpError(_EARLIER_RUN.format(job=job_id, what="not held"))
         if declared <= 0:
             self._drop_export(user, job_id, target)
             return False, f"job {job_id} declared no stage-out; its private /tmp goes"
@@ -276,7 +303,7 @@ class PrivateTmp:
         try:
             bind(str(base), view)
             try:
-                os.rename(Path(view, job_id, f".{job_id}"), Path(view, HOLD_DIR, job_id))
+                rename_noreplace(Path(view, job_id, f".{job_id}"), Path(view, HOLD_DIR, job_id))
             finally:
                 unmount(view)
         except OSError as exc:

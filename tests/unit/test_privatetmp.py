@@ -109,7 +109,7 @@ def allocated(top):  # what root's walk must find: st_blocks of every inode, onc
     return total
 
 
-if tree != "plain":
+if tree not in ("plain", "requeue"):
     as_user({"mode000": mode000, "deep": deep, "sparse": sparse}[tree])
 store = NodeStateStore(root / "state")
 store.ensure()
@@ -160,6 +160,18 @@ if job_tmp_after:  # held: nothing may grow it past the cap it was measured agai
         out["held_writable"] = True
     except OSError:
         out["held_writable"] = False
+if tree == "requeue":  # the same job id runs again on this node while the hold lives
+    rerun = job_dir / ".77"
+    rerun.mkdir(mode=0o700)
+    os.chown(rerun, user.uid, user.gid)
+    (rerun / "second.dat").write_bytes(b"2")
+    for step in ("init", "exit"):  # the rerun declared nothing: it would drop the export
+        try:
+            rerun_step = pt.init if step == "init" else lambda j, u: pt.exit(j, u, 0)
+            out["rerun_" + step] = str(rerun_step("77", user))
+        except PrivateTmpError as exc:
+            out["rerun_" + step] = "refused: " + str(exc)
+    out["first_hold_sees"] = sorted(os.listdir(job_tmp_after))
 state = store.read(user_name, user.uid)
 out["holds"] = {k: v.path for k, v in state.holds.items()}
 hold = state.holds.get("77")
@@ -205,9 +217,7 @@ def user(unit_users: object) -> None:
     """The hooks' test users (gtunit1) exist."""
 
 
-def test_a_declared_stage_out_holds_the_files_at_the_same_path(
-    tmp_path: Path, user: None
-) -> None:
+def test_a_declared_stage_out_holds_the_files_at_the_same_path(tmp_path: Path, user: None) -> None:
     out = _run(tmp_path, cap=10**9, declared=1)
     assert out["export_sees"] == ["link", "result.dat", "sub"]
     assert str(out["job_tmp"]).count("jobtmp/gtunit1/77") == 1
@@ -297,9 +307,7 @@ def test_a_hold_deeper_than_the_recursion_limit_is_freed(tmp_path: Path, user: N
     assert out["hold_left"] is False
 
 
-def test_sparse_files_and_hard_links_count_what_they_allocate(
-    tmp_path: Path, user: None
-) -> None:
+def test_sparse_files_and_hard_links_count_what_they_allocate(tmp_path: Path, user: None) -> None:
     """A 1 GiB sparse file allocates 4 KiB; three names of one inode count it once."""
     out = _run(tmp_path, cap=1 << 20, declared=1, tree="sparse")
     assert out["held"] is True, out["exit"]
@@ -353,3 +361,15 @@ def test_the_export_is_for_the_job_user_alone_even_with_a_1777_tmp(
     out = _run(tmp_path, cap=10**9, declared=0)
     assert out["user_lists"] is True
     assert out["others_list"] is False
+
+
+def test_a_requeued_job_never_touches_the_first_runs_hold(tmp_path: Path, user: None) -> None:
+    """Same job id, same node: init unmounted the first run's export and bound the new
+    /tmp there, and the second exit dropped the first hold's record."""
+    out = _run(tmp_path, cap=10**9, declared=1, tree="requeue")
+    assert out["held"] is True, out["exit"]
+    assert str(out["rerun_init"]).startswith("refused: ") and "requeued" in str(out["rerun_init"])
+    assert str(out["rerun_exit"]).startswith("refused: "), out["rerun_exit"]
+    assert out["first_hold_sees"] == ["link", "result.dat", "sub"]  # not the second run's
+    assert str(out["holds"]).endswith(".globus-tmp-hold/77'}")
+    assert "freed" in str(out["free"]) and out["hold_left"] is False
