@@ -11,7 +11,8 @@
  * The plugin holds no logic. It runs
  *     HELPER init JOBID UID      (slurm_spank_init)
  *     HELPER exit JOBID UID      (slurm_spank_exit)
- * with a clean environment (PATH, SLURMD_NODENAME, SLURM_CONF), stdin/stdout/stderr on
+ * with a clean environment (PATH, SLURMD_NODENAME, SLURM_CONF, and GLOBUS_TMP_TIMEOUT: the
+ * seconds it has, so the helper budgets every step within them), stdin/stdout/stderr on
  * /dev/null (the helper logs itself), in a session of its own, SIGTERM ignored, bounded
  * by timeout=: on timeout the helper's whole process group is SIGKILLed. It never fails a job: every
  * callback returns 0, a failure is one line in slurmd's log.
@@ -112,13 +113,14 @@ static void exec_helper(char **argv, char **envp)
 static void run_helper(const char *what, uint32_t job_id, uid_t uid, const char *node,
 		       const char *conf)
 {
-	char job[16], user[16], node_env[256], conf_env[4096];
+	char job[16], user[16], node_env[256], conf_env[4096], timeout_env[64];
 	char *argv[] = { (char *)helper, (char *)what, job, user, NULL };
-	char *envp[4] = { HELPER_PATH, NULL, NULL, NULL };
-	int n = 1, status = 0;
+	char *envp[5] = { HELPER_PATH, timeout_env, NULL, NULL, NULL };
+	int n = 2, status = 0;
 	pid_t pid, r;
 	double deadline;
 
+	snprintf(timeout_env, sizeof(timeout_env), "GLOBUS_TMP_TIMEOUT=%g", timeout_s);
 	snprintf(job, sizeof(job), "%u", job_id);
 	snprintf(user, sizeof(user), "%u", (unsigned)uid);
 	if (node && snprintf(node_env, sizeof(node_env), "SLURMD_NODENAME=%s", node) <

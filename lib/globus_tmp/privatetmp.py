@@ -41,6 +41,7 @@ not be exported; the hook log says why.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import stat
@@ -55,10 +56,11 @@ from .config import Config
 from .errors import EXIT_OK, EXIT_USAGE, GlobusTmpError
 from .hooklog import HookLog
 from .job import UserIdentity
+from .jobcontainer import JobContainerConf, read_job_container_conf
 from .nodestate import HeldTmp, NodeStateStore, check_trusted_dir
 
 HOLD_DIR = ".globus-tmp-hold"
-_CLONENS_MARGIN = 2.0  # seconds kept back from CloneNS*_Wait for exiting before Slurm kills
+_EXIT_MARGIN = 2.0  # seconds kept back from what Slurm or the plugin gives us, to end in time
 _USER_STEP = 15.0  # at most, for one step as the user (reading or marking declarations)
 _SIZE_BUDGET = 10.0  # seconds to measure a job's /tmp before giving up on holding it
 _DROP_BUDGET = 10.0  # seconds to delete one that is not held (reconcile does the rest)
@@ -360,6 +362,29 @@ class PrivateTmp:
             )
         return f"hold {path}{what} freed"
 
+    def sweep_views(self) -> list[str]:
+        """Remove view mounts (``.view-*``; ``.user-view-*`` of older releases) that a
+        helper killed mid-move left in the state dir: nothing else removes them. Only
+        views older than twice ``hook_timeout``, so a running helper's own is never
+        touched."""
+        from .mounts import unmount
+
+        notes, cutoff = [], time.time() - 2 * self.cfg.hook_timeout
+        for name in os.listdir(self.store.root):
+            if not name.startswith((".view-", ".user-view-")):
+                continue
+            path = self.store.root / name
+            try:
+                if os.lstat(path).st_mtime > cutoff:
+                    continue
+                was_mounted = unmount(str(path))
+                os.rmdir(path)
+            except OSError as exc:
+                notes.append(f"view {path} NOT removed ({exc.strerror}); reconcile retries")
+                continue
+            notes.append(f"view {path} removed" + (" (it was still mounted)" * was_mounted))
+        return notes
+
     def orphan_holds(self) -> list[Path]:
         """Hold directories no user's state knows of (a reboot cleared the state)."""
         known: set[str] = set()
@@ -432,7 +457,6 @@ def main(argv: list[str] | None = None) -> int:
     from .config import load_config
     from .hookrunner import log_failure, outcome_of
     from .job import node_name
-    from .jobcontainer import read_job_container_conf
     from .slurmconf import slurm_conf_path
 
     try:
@@ -445,10 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     log.bind(job=job_id, node=node)
     outcome = "ok"
     jc = read_job_container_conf(slurm_conf_path(cfg, os.environ), node)
-    budget = cfg.hook_timeout
-    if clonens:  # past its _Wait Slurm kills us, and a killed CloneNSScript fails the job
-        wait = jc.clonens_script_wait if command == "init" else jc.clonens_epilog_wait
-        budget = min(budget, max(wait - _CLONENS_MARGIN, 1.0))
+    budget = min(cfg.hook_timeout, _given_time(command, clonens, jc, os.environ))
     deadline = time.monotonic() + budget
     try:
         with alarm_backstop(budget, f"privatetmp: gave up after {budget:g} s"):
@@ -472,6 +493,22 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             log.error(problem)
     return EXIT_OK  # Slurm's job_container plugin must never fail the job for us
+
+
+def _given_time(command: str, clonens: bool, jc: JobContainerConf, env: Mapping[str, str]) -> float:
+    """The seconds this run has, less a margin to end on its own: past them the SPANK
+    plugin (its ``timeout=``, passed as ``GLOBUS_TMP_TIMEOUT``) SIGKILLs us, or Slurm
+    kills a CloneNS script at its ``_Wait`` (and a killed CloneNSScript fails the job)."""
+    if clonens:
+        given = jc.clonens_script_wait if command == "init" else jc.clonens_epilog_wait
+    else:
+        try:
+            given = float(env.get("GLOBUS_TMP_TIMEOUT", "inf"))
+        except ValueError:
+            given = math.inf
+        if not given > 0:  # NaN or <= 0: the plugin refuses those; not a budget
+            given = math.inf
+    return max(given - _EXIT_MARGIN, 1.0)
 
 
 def _clonens_job(env: Mapping[str, str]) -> tuple[str, str, list[Path]]:

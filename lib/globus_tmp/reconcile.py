@@ -50,8 +50,9 @@ class NodeReconciler:
                 out.append((name, f"reconcile failed: {exc}"))
         if self.lifecycle.slurm.exports_private_tmp:
             private_tmp = self.lifecycle.private_tmp
-            for path in private_tmp.orphan_holds():
-                note = private_tmp.delete_orphan(path)
+            notes = private_tmp.sweep_views()
+            notes += [private_tmp.delete_orphan(path) for path in private_tmp.orphan_holds()]
+            for note in notes:
                 self.lifecycle.log.info(f"repair: {note}")
                 out.append(("-", note))
         return out

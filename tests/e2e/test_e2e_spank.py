@@ -161,6 +161,7 @@ def _check_call(lab: SlurmLab, rec: dict[str, Any], what: str, job: str, node: s
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "SLURMD_NODENAME": node,
         "SLURM_CONF": str(lab.slurm_conf),
+        "GLOBUS_TMP_TIMEOUT": f"{TIMEOUT:g}",  # the helper budgets its steps within it
     }, rec
     # slurmd's mount namespace on that node (not the job's, not another node's).
     assert rec["mnt"] == _mnt_ns(lab.slurmd_pid(node)), rec

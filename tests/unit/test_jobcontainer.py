@@ -84,3 +84,17 @@ def test_clonens_epilog_finds_the_job_and_its_owner_without_a_uid(tmp_path: Path
     init_env = {"SLURM_JOB_ID": "42", "SLURM_JOB_UID": "1234",
                 "SLURM_JOB_MOUNTPOINT_SRC": str(job / ".42")}  # fmt: skip
     assert _clonens_job(init_env) == ("42", "1234", [tmp_path / "n1"])
+
+
+def test_the_helper_budgets_within_what_slurm_or_the_plugin_gives(tmp_path: Path) -> None:
+    """Past CloneNS*_Wait Slurm kills the script (a killed CloneNSScript fails the job);
+    past the plugin's timeout= it SIGKILLs the helper, maybe with a view still mounted."""
+    from globus_tmp.jobcontainer import JobContainerConf
+    from globus_tmp.privatetmp import _given_time
+
+    jc = JobContainerConf(found=True, clonens_script_wait=10, clonens_epilog_wait=60)
+    assert _given_time("init", True, jc, {}) == 8
+    assert _given_time("exit", True, jc, {}) == 58
+    assert _given_time("exit", False, jc, {"GLOBUS_TMP_TIMEOUT": "30"}) == 28
+    assert _given_time("exit", False, jc, {"GLOBUS_TMP_TIMEOUT": "nan"}) == float("inf")
+    assert _given_time("exit", False, jc, {}) == float("inf")

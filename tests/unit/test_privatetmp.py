@@ -373,3 +373,23 @@ def test_a_requeued_job_never_touches_the_first_runs_hold(tmp_path: Path, user: 
     assert out["first_hold_sees"] == ["link", "result.dat", "sub"]  # not the second run's
     assert str(out["holds"]).endswith(".globus-tmp-hold/77'}")
     assert "freed" in str(out["free"]) and out["hold_left"] is False
+
+
+def test_reconcile_sweeps_view_mounts_a_killed_helper_left(tmp_path: Path) -> None:
+    """A helper SIGKILLed mid-move (its plugin's timeout) left ``.view-*`` behind and
+    nothing removed it; a running helper's own (young) view is left alone."""
+    from globus_tmp.config import Config
+    from globus_tmp.hooklog import HookLog
+    from globus_tmp.nodestate import NodeStateStore
+    from globus_tmp.privatetmp import PrivateTmp
+
+    store = NodeStateStore(tmp_path / "state")
+    store.ensure()
+    old, young = store.root / ".view-old", store.root / ".view-young"
+    old.mkdir()
+    young.mkdir()
+    os.utime(old, (1, 1))
+    pt = PrivateTmp(Config(), "n1", store, HookLog("test", to_stderr=False), [])
+    notes = pt.sweep_views()
+    assert notes == [f"view {old} removed"]
+    assert not old.exists() and young.exists()
