@@ -247,6 +247,14 @@ class NodeStateStore:
             yield
 
     @contextlib.contextmanager
+    def holds_lock(self, timeout: float | None = None) -> Iterator[None]:
+        """The node's private-/tmp holds as one: the ``hold_max_bytes`` check and the
+        record it allows (and reconcile's orphan sweep) are one step. Taken before any
+        user's jobs lock, never inside one."""
+        with self._lock("node", "holds", timeout):  # no user lock is of kind "holds"
+            yield
+
+    @contextlib.contextmanager
     def gcp_lock(self, user: str, timeout: float | None = None) -> Iterator[None]:
         with self._lock(user, "gcp", timeout):
             yield

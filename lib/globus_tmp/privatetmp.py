@@ -231,12 +231,16 @@ class PrivateTmp:
             self._drop_export(user, job_id, target)
             raise
         measured = holdtree.measure(hold.parent, job_id, self._within(_SIZE_BUDGET))
-        size, held_now = measured.size, self.held_bytes()
-        if size is None or held_now + size > self.cfg.hold_max_bytes:
+        size = measured.size
+        with self.store.holds_lock(max(self.deadline - time.monotonic(), 0.1)):
+            held_now = self.held_bytes()  # jobs ending at once: one of them gets the room
+            fits = size is not None and held_now + size <= self.cfg.hold_max_bytes
+            if size is not None and fits:
+                self._record_hold(
+                    user, job_id, HeldTmp(path=str(hold), size=size, since=time.time()), job_tmp
+                )
+        if not fits:
             raise PrivateTmpError(self._not_held(user, job_id, target, hold, measured, held_now))
-        self._record_hold(
-            user, job_id, HeldTmp(path=str(hold), size=size, since=time.time()), job_tmp
-        )
         # read-only: measured once, it must not grow past the cap through the export
         bind(str(hold), str(target), read_only=True)
         note = f"; {measured.reason}" if measured.reason else ""
@@ -386,18 +390,19 @@ class PrivateTmp:
         return notes
 
     def orphan_holds(self) -> list[Path]:
-        """Hold directories no user's state knows of (a reboot cleared the state)."""
+        """Hold directories no user's state knows of (a reboot cleared the state).
+
+        The disk is listed before the states are read: a hold is recorded before its
+        directory is made, so one that appears meanwhile is in the states read after."""
+        on_disk = []
+        for base in self.bases:
+            with contextlib.suppress(OSError):
+                on_disk += [base / HOLD_DIR / name for name in os.listdir(base / HOLD_DIR)]
         known: set[str] = set()
         for name in self.store.users():
             with contextlib.suppress(GlobusTmpError, OSError):
                 known.update(h.path for h in self.store.read(name, -1).holds.values())
-        found = []
-        for base in self.bases:
-            with contextlib.suppress(OSError):
-                for name in os.listdir(base / HOLD_DIR):
-                    if str(base / HOLD_DIR / name) not in known:
-                        found.append(base / HOLD_DIR / name)
-        return found
+        return [path for path in on_disk if str(path) not in known]
 
     def delete_orphan(self, path: Path) -> str:
         return self.delete_hold(path, " (no node state knows it)")

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,3 +394,40 @@ def test_reconcile_sweeps_view_mounts_a_killed_helper_left(tmp_path: Path) -> No
     notes = pt.sweep_views()
     assert notes == [f"view {old} removed"]
     assert not old.exists() and young.exists()
+
+
+def test_reconcile_never_takes_a_hold_recorded_while_it_looks_for_orphans(
+    tmp_path: Path, unit_users: object
+) -> None:
+    """A job's exit records its hold, then makes it: reconcile must list the disk
+    before reading the states, or a hold made in between looks like an orphan."""
+    from globus_tmp.config import Config
+    from globus_tmp.hooklog import HookLog
+    from globus_tmp.job import UserIdentity
+    from globus_tmp.nodestate import HeldTmp, NodeStateStore
+    from globus_tmp.privatetmp import HOLD_DIR, PrivateTmp
+
+    user = UserIdentity.from_name("gtunit1")
+    base = tmp_path / "base"
+    (base / HOLD_DIR).mkdir(parents=True)
+
+    class ExitMeanwhile(NodeStateStore):
+        exits = 1
+
+        def read(self, name: str, uid: int) -> Any:  # right after reconcile reads it
+            state = super().read(name, uid)
+            if uid == -1 and self.exits:  # reconcile's read: a job exits meanwhile
+                self.exits -= 1
+                hold = base / HOLD_DIR / "9"
+                mine = super().read(user.name, user.uid)
+                mine.holds["9"] = HeldTmp(path=str(hold), size=1, since=1.0)
+                self.write(mine)
+                hold.mkdir()
+            return state
+
+    store = ExitMeanwhile(tmp_path / "state")
+    store.ensure()
+    with store.jobs_lock(user.name):
+        store.write(store.read(user.name, user.uid))  # the user has a state here
+    pt = PrivateTmp(Config(), "n1", store, HookLog("test", to_stderr=False), [base])
+    assert pt.orphan_holds() == []
