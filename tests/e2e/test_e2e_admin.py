@@ -5,6 +5,8 @@ broken configuration. Node commands run in the node's namespaces (``lab exec``).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +88,59 @@ def test_doctor_on_the_lab_and_on_a_broken_config(lab: SlurmLab) -> None:
     assert bad.returncode == 2, bad.stdout
     assert any("gcp_path" in ln for ln in fails), fails
     assert any("PrologEpilogTimeout" in ln for ln in fails), fails
+
+
+def _doctor_on(lab: SlurmLab, where: Path, **slurm_conf: str) -> dict[str, str]:
+    """doctor on NODE against a copy of the lab's config in ``where`` with slurm.conf's
+    keys changed; its lines by check name."""
+    shutil.rmtree(where, ignore_errors=True)
+    shutil.copytree(lab.etc_dir, where)
+    where.chmod(0o755)
+    text = (where / "slurm.conf").read_text()
+    for key, value in slurm_conf.items():
+        text = re.sub(rf"(?m)^{key}=.*$", "", text) + f"{key}={value}\n"
+    (where / "slurm.conf").write_text(text)
+    argv = [str(lab.venv_bin / "globus-tmp-admin"), "--config", str(where / "globus-tmp.conf"),
+            "--node", NODE, "doctor"]  # fmt: skip
+    out = lab.node_exec(NODE, argv, timeout=120).stdout
+    return {ln[5:].split(":", 1)[0]: ln for ln in out.splitlines() if ln[:4].strip()}
+
+
+def test_doctor_verdicts_on_this_slurms_lab(lab: SlurmLab, tmp_path: Path) -> None:
+    """On the Slurm the lab runs (22.05, 24.11, 25.11): its own private-/tmp config is
+    good; RunInJob, a plugin built for another Slurm and START_ONLY are not."""
+    where = lab.root / "doctor-check"
+    lab.set_job_container(True)
+    try:
+        good = _doctor_on(lab, where)
+        assert good["private /tmp"].startswith("OK"), good
+        assert f"built for Slurm {lab.slurm_version}" in good["private /tmp"], good
+        assert good["slurm.conf PrologFlags"].startswith("OK"), good
+        run_in_job = _doctor_on(lab, where, PrologFlags="RunInJob")
+        assert run_in_job["slurm.conf PrologFlags"].startswith("FAIL"), run_in_job
+        assert "Alloc,Contain" in run_in_job["slurm.conf PrologFlags"], run_in_job
+        start_only = _doctor_on(lab, where, HealthCheckNodeState="START_ONLY")
+        (line,) = [v for k, v in start_only.items() if "HealthCheckNodeState" in v]
+        assert line.startswith("WARN") and "globus-tmp-reconcile.timer" in line, start_only
+        # a plugin compiled for another release (a Slurm upgrade without a rebuild)
+        other = 0x190B07 if lab.slurm_version == "22.05" else 0x160508  # 25.11.7 / 22.05.8
+        src = tmp_path / "stale.c"
+        src.write_text(f"const unsigned int plugin_version = {other:#x};\n")
+        stale = lab.lib_dir / "stale_spank.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(stale), str(src)], check=True)
+        stale.chmod(0o755)
+        plugstack = (where / "plugstack.conf").read_text()
+        _doctor_on(lab, where)
+        (where / "plugstack.conf").write_text(plugstack.replace(str(lab.spank_plugin), str(stale)))
+        text = (where / "slurm.conf").read_text()
+        (where / "slurm.conf").write_text(
+            text.replace(str(lab.plugstack_conf), str(where / "plugstack.conf"))
+        )
+        argv = [str(lab.venv_bin / "globus-tmp-admin"), "--config",
+                str(where / "globus-tmp.conf"), "--node", NODE, "doctor"]  # fmt: skip
+        out = lab.node_exec(NODE, argv, timeout=120).stdout
+        (line,) = [ln for ln in out.splitlines() if "private /tmp" in ln]
+        assert line.startswith("FAIL") and "rebuild globus_tmp_spank.so" in line, out
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+        lab.set_job_container(False)
