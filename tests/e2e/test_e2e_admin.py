@@ -119,14 +119,22 @@ def test_doctor_verdicts_on_this_slurms_lab(lab: SlurmLab, tmp_path: Path) -> No
         run_in_job = _doctor_on(lab, where, PrologFlags="RunInJob")
         assert run_in_job["slurm.conf PrologFlags"].startswith("FAIL"), run_in_job
         assert "Alloc,Contain" in run_in_job["slurm.conf PrologFlags"], run_in_job
-        start_only = _doctor_on(lab, where, HealthCheckNodeState="START_ONLY")
-        (line,) = [v for k, v in start_only.items() if "HealthCheckNodeState" in v]
-        assert line.startswith("WARN") and "globus-tmp-reconcile.timer" in line, start_only
+        healthcheck = {
+            "HealthCheckProgram": str(lab.venv_bin / "globus-tmp-healthcheck"),
+            "HealthCheckInterval": "300",
+        }
+        periodic = _doctor_on(lab, where, **healthcheck)["periodic reconcile"]
+        assert periodic.startswith("OK"), periodic
+        start_only = _doctor_on(lab, where, HealthCheckNodeState="START_ONLY", **healthcheck)
+        line = start_only["periodic reconcile"]
+        assert line.startswith("WARN") and "START_ONLY" in line, start_only
+        assert "globus-tmp-reconcile.timer" in line, line
         # a plugin compiled for another release (a Slurm upgrade without a rebuild)
         other = 0x190B07 if lab.slurm_version == "22.05" else 0x160508  # 25.11.7 / 22.05.8
         src = tmp_path / "stale.c"
         src.write_text(f"const unsigned int plugin_version = {other:#x};\n")
-        stale = lab.lib_dir / "stale_spank.so"
+        stale = lab.lib_dir / "stale" / "globus_tmp_spank.so"
+        stale.parent.mkdir(mode=0o755, exist_ok=True)
         subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(stale), str(src)], check=True)
         stale.chmod(0o755)
         plugstack = (where / "plugstack.conf").read_text()
@@ -143,4 +151,5 @@ def test_doctor_verdicts_on_this_slurms_lab(lab: SlurmLab, tmp_path: Path) -> No
         assert line.startswith("FAIL") and "rebuild globus_tmp_spank.so" in line, out
     finally:
         shutil.rmtree(where, ignore_errors=True)
+        shutil.rmtree(lab.lib_dir / "stale", ignore_errors=True)
         lab.set_job_container(False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -311,6 +312,9 @@ def test_a_transfer_that_cannot_finish_is_given_up_at_linger_max(lab: SlurmLab) 
     ACTIVE for ever. The drain stops GCP at linger_max and names the task."""
     user, node, linger_max = "gtcarol", "n3", 6
     _, offline = lab.make_pool(user, 2)
+    # out of the pool, so no job can lease it (which entry a job leases first depends on
+    # its job id): its endpoint stays known to Globus, with no GCP ever
+    shutil.rmtree(lab.pool_dir(user) / "ep2")
     lab.write_globus_tmp_conf(linger_max=linger_max)
     mark = HookLogMark(lab)
     job = lab.sbatch(user, _stage_out_script(f"{offline}:/tmp/never.bin", 5), "-w", node)
