@@ -319,8 +319,9 @@ class NodeLifecycle:
         actions = self.actions_for(user)
         if self.slurm.run_in_job:  # slurm.conf is read on a start anyway; never on a join
             self.log.error(
-                f"PrologFlags=RunInJob: this GCP starts inside job {job_id}'s extern step and "
-                "cgroup and dies with that job; remove RunInJob, use PrologFlags=Alloc,Contain"
+                f"PrologFlags=RunInJob: this GCP starts inside job {job_id}'s extern step "
+                "(and, with proctrack/cgroup, its cgroup, killed with that job under the "
+                "user's other jobs); remove RunInJob, use PrologFlags=Alloc,Contain"
             )
         budget = max(min(self.cfg.start_timeout + 15, self._left() - 5), 1.0)
         try:
