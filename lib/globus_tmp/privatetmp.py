@@ -6,10 +6,11 @@ only, from its container ``BasePath/<node>/<job>/.<job>``: the container itself 
 ``.<job>/_tmp`` from 23.02 (where every directory of ``job_container.conf``'s ``Dirs``
 has its own ``.<job>/<path with / made _>``, see :mod:`globus_tmp.jobcontainer`).
 GCP, started by the Prolog in slurmd's namespace, would export the host's ``/tmp`` and
-move nothing of the job's. Slurm creates that directory in the
-job's extern step after the Prolog and deletes it before the Epilog, so neither hook can
-reach it; the SPANK plugin (``spank/``) runs this module's command at exactly those two
-moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP run):
+move nothing of the job's. Slurm creates the container in the job's extern step after
+the Prolog and deletes it before the Epilog, so neither hook can reach it; the SPANK
+plugin (``spank/``), or job_container.conf's CloneNSScript/CloneNSEpilog (24.11+), runs
+this module's command at exactly those two moments, as root, in slurmd's mount
+namespace (where the hooks, drains and GCP run):
 
 - ``globus-tmp-privatetmp init JOB UID``: bind the job's container at
   ``<state_dir>/jobtmp/<user>/<job>`` (every component root-owned, so no symlink can
@@ -18,7 +19,8 @@ moments, as root, in slurmd's mount namespace (where the hooks, drains and GCP r
   below it, and record where the job's ``/tmp`` is in it (``<job>`` or ``<job>/_tmp``)
   in the user's node state, where ``GLOBUS_TMP_PATHS``, ``globus-tmp-endpoint --json``
   and ``stage-out`` find it.
-  Other users cannot reach it: the directory is the job user's, mode 0700.
+  Other users cannot reach it: ``jobtmp/<user>`` is root's 0700 with an ACL entry for
+  that user alone (:mod:`globus_tmp.posixacl`), whatever mode the job gives its ``/tmp``.
 - ``globus-tmp-privatetmp exit JOB UID``: without a declared stage-out, unmount. With
   one, move the files into a root-owned hold, ``BasePath/<node>/.globus-tmp-hold/<job>``,
   and bind the hold at the same export path, so the path the job declared stays valid
