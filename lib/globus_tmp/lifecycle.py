@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .useractions import Started, UserActions
 
 _STEP_TIMEOUT = 30.0  # one short step as the user (lease, release, -stop)
+_TMP_EXIT_WAIT = 65.0  # for a job's private-/tmp exit (CloneNSEpilog_Wait 60 s, ADMIN.md)
 
 
 def needs_repair(state: UserNodeState) -> bool:
@@ -374,6 +375,10 @@ class NodeLifecycle:
 
     def epilog(self, job: JobContext) -> str:
         user = job.user
+        if self.slurm.exports_private_tmp:  # its export is the private-/tmp exit's first
+            wait = time.monotonic() + max(min(_TMP_EXIT_WAIT, self._left() - 10), 0)
+            if not self.private_tmp.wait_for_exit(user, job.job_id, wait):
+                self.log.error(f"job {job.job_id}'s private-/tmp exit still runs; not waited")
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             known = state.jobs.pop(job.job_id, None) is not None

@@ -247,6 +247,19 @@ class NodeStateStore:
             yield
 
     @contextlib.contextmanager
+    def tmp_exit_lock(self, user: str, job_id: str, timeout: float | None = None) -> Iterator[None]:
+        """Held by a job's private-/tmp ``exit`` for its whole run: the job's Epilog waits
+        for it before deciding on the job's export (see ``PrivateTmp.wait_for_exit``)."""
+        with self._lock(user, f"tmpexit-{job_id}", timeout):
+            yield
+
+    def drop_tmp_exit_lock(self, user: str, job_id: str) -> None:
+        """Remove a finished exit's lock file (one per job would pile up otherwise); a
+        waiter still on it gets the lock at once, which is right: the exit is done."""
+        with contextlib.suppress(OSError):
+            (self.root / "locks" / f"{user}.tmpexit-{job_id}.lock").unlink()
+
+    @contextlib.contextmanager
     def holds_lock(self, timeout: float | None = None) -> Iterator[None]:
         """The node's private-/tmp holds as one: the ``hold_max_bytes`` check and the
         record it allows (and reconcile's orphan sweep) are one step. Taken before any

@@ -291,6 +291,34 @@ class PrivateTmp:
         """A deadline ``budget`` seconds from now, never past the caller's."""
         return min(time.monotonic() + budget, self.deadline)
 
+    def wait_for_exit(self, user: UserIdentity, job_id: str, deadline: float) -> bool:
+        """Wait (until ``deadline``) for the job's ``exit`` to have run: no exit holding
+        its lock, and not "export recorded, no hold, container still there" (an exit yet
+        to come). The SPANK plugin's exit runs in the extern step, before the Epilog;
+        CloneNSEpilog runs when Slurm deletes the container, which on 25.11 overlaps the
+        Epilog (seen in the lab): an Epilog deciding meanwhile dropped the export the
+        exit was holding. Where Slurm deletes the container after the Epilog (upstream
+        22.05-23.11), the exit has already dropped the export or made the hold, so this
+        does not wait. True if done."""
+        while self._exit_to_come(user, job_id):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        try:
+            with self.store.tmp_exit_lock(user.name, job_id, max(deadline - time.monotonic(), 0)):
+                return True
+        except GlobusTmpError:
+            return False
+
+    def _exit_to_come(self, user: UserIdentity, job_id: str) -> bool:
+        if not any((b / job_id / f".{job_id}").exists() for b in self.bases):
+            return False
+        try:
+            state = self.store.read(user.name, user.uid)  # written atomically: no lock
+        except GlobusTmpError:
+            return False
+        return job_id in state.job_tmp and job_id not in state.holds
+
     def held_bytes(self) -> int:
         total = 0
         for name in self.store.users():
@@ -552,18 +580,21 @@ def _exit(
 
     cluster = cluster_name(cfg, os.environ)
     user_dir = cfg.user_dir_for(user)
-    declared = int(run_as(user, left(), declared_count, user_dir, user.home, cluster, job_id, node))
+    where = (user_dir, user.home, cluster, job_id, node)
     try:
-        held, what = tmp.exit(job_id, user, declared)
-    except PrivateTmpError as exc:
-        if declared:
-            run_as(
-                user, left(), mark_held, user_dir, user.home, cluster, job_id, node, False, str(exc)
-            )
-        raise
-    if declared:
-        run_as(user, left(), mark_held, user_dir, user.home, cluster, job_id, node, held, "")
-    return what
+        with tmp.store.tmp_exit_lock(user.name, job_id, left()):  # the Epilog waits for it
+            declared = int(run_as(user, left(), declared_count, *where))
+            try:
+                held, what = tmp.exit(job_id, user, declared)
+            except PrivateTmpError as exc:
+                if declared:
+                    run_as(user, left(), mark_held, *where, False, str(exc))
+                raise
+            if declared:
+                run_as(user, left(), mark_held, *where, held, "")
+            return what
+    finally:
+        tmp.store.drop_tmp_exit_lock(user.name, job_id)
 
 
 def entry() -> None:

@@ -49,6 +49,10 @@ def jc_lab(lab: SlurmLab, request: pytest.FixtureRequest) -> Iterator[SlurmLab]:
         lab.set_job_container(False)
 
 
+def _variant(lab: SlurmLab) -> str:
+    return "clonens" if lab.clonens else "spank"
+
+
 def _wait_line(lab: SlurmLab, job: str, user: str, key: str, timeout: float = 120) -> str:
     def printed() -> bool:
         return any(line.startswith(key + " ") for line in lab.job_output(job, user).splitlines())
@@ -65,7 +69,8 @@ def _holds(lab: SlurmLab, node: str) -> list[str]:
 def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -> None:
     lab, user = jc_lab, "gtcarol"
     lab.make_pool(user, 1)
-    collection, root = lab.create_collection("private-timeout")
+    # one collection per variant: a file left by the other one would be "in sync"
+    collection, root = lab.create_collection(f"private-timeout-{_variant(lab)}")
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
         f"globus-tmp-endpoint stage-out --at-exit /tmp/out.bin {collection}:/out.bin\n"
@@ -85,10 +90,10 @@ def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -
     digest = output_field(lab.job_output(job, user), "SHA256")
     assert not lab.wait_no_gcp(user, timeout=180), explain(lab, job, user=user)
     assert (root / "out.bin").exists(), explain(lab, job, user=user)
-    assert sha256_file(root / "out.bin") == digest
     res = lab.endpoint_cli(user, "stage-status", job, "--json")
     (row,) = json.loads(res.stdout)
-    assert row["state"] == "succeeded" and row["held"] is True, row
+    assert row["state"] == "succeeded" and row["held"] is True, (row, explain(lab, job, user=user))
+    assert sha256_file(root / "out.bin") == digest, explain(lab, job, user=user)
     assert _holds(lab, NODE) == []  # the hold was freed once the transfer ended
     assert not lab.job_container_dir(NODE, job).parent.exists()  # Slurm's teardown went through
     log = lab.hook_log(NODE)
@@ -98,7 +103,7 @@ def test_a_timed_out_job_with_a_private_tmp_still_stages_out(jc_lab: SlurmLab) -
 def test_two_jobs_each_see_their_own_private_tmp_through_one_gcp(jc_lab: SlurmLab) -> None:
     lab, user = jc_lab, "gtdave"
     lab.make_pool(user, 1)
-    collection, root = lab.create_collection("private-two")
+    collection, root = lab.create_collection(f"private-two-{_variant(lab)}")
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
         'echo "mine $SLURM_JOB_ID" > /tmp/mine-$SLURM_JOB_ID.dat\n'

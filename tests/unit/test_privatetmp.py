@@ -431,3 +431,48 @@ def test_reconcile_never_takes_a_hold_recorded_while_it_looks_for_orphans(
         store.write(store.read(user.name, user.uid))  # the user has a state here
     pt = PrivateTmp(Config(), "n1", store, HookLog("test", to_stderr=False), [base])
     assert pt.orphan_holds() == []
+
+
+def test_the_epilog_waits_for_a_private_tmp_exit_yet_to_come_or_running(
+    tmp_path: Path, unit_users: object
+) -> None:
+    """On 25.11 CloneNSEpilog overlaps the job's Epilog (seen in the lab): an Epilog that
+    decided first dropped the export the exit was about to hold."""
+    import threading
+    import time
+
+    from globus_tmp.config import Config
+    from globus_tmp.hooklog import HookLog
+    from globus_tmp.job import UserIdentity
+    from globus_tmp.nodestate import NodeStateStore
+    from globus_tmp.privatetmp import PrivateTmp
+
+    user = UserIdentity.from_name("gtunit1")
+    base = tmp_path / "base"
+    (base / "8" / ".8").mkdir(parents=True)
+    store = NodeStateStore(tmp_path / "state")
+    store.ensure()
+    with store.jobs_lock(user.name):
+        state = store.read(user.name, user.uid)
+        state.job_tmp["8"] = str(tmp_path / "export" / "8")
+        store.write(state)
+    pt = PrivateTmp(Config(), "n1", store, HookLog("test", to_stderr=False), [base])
+    assert pt.wait_for_exit(user, "8", time.monotonic() + 0.3) is False  # exit yet to come
+
+    def exit_runs() -> None:  # the exit: takes its lock, moves the tree, drops the export
+        with store.tmp_exit_lock(user.name, "8"):
+            (base / "8" / ".8").rmdir()
+            time.sleep(0.5)
+            with store.jobs_lock(user.name):
+                state = store.read(user.name, user.uid)
+                del state.job_tmp["8"]
+                store.write(state)
+
+    t0 = time.monotonic()
+    exiting = threading.Thread(target=exit_runs)
+    exiting.start()
+    time.sleep(0.1)
+    assert pt.wait_for_exit(user, "8", time.monotonic() + 10) is True
+    assert time.monotonic() - t0 >= 0.5  # it waited for the running exit's lock
+    exiting.join()
+    assert pt.wait_for_exit(user, "8", time.monotonic()) is True  # done: no wait at all
