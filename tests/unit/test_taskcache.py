@@ -26,9 +26,11 @@ def test_one_call_per_interval_for_many_drains(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     calls.touch()
     ctx = multiprocessing.get_context("fork")
+    interval = 8.0  # longer than 30 forks take on a loaded 2-core machine (3 s was not)
     for _round in range(2):
+        started = time.monotonic()
         procs = [
-            ctx.Process(target=_drain, args=(str(tmp_path / "u"), str(calls), 3.0))
+            ctx.Process(target=_drain, args=(str(tmp_path / "u"), str(calls), interval))
             for _ in range(30)
         ]
         for proc in procs:
@@ -36,7 +38,8 @@ def test_one_call_per_interval_for_many_drains(tmp_path: Path) -> None:
         for proc in procs:
             proc.join(30)
             assert proc.exitcode == 0
-        time.sleep(3.1)  # the next interval
+        assert time.monotonic() - started < interval, "a round outlasted the interval"
+        time.sleep(interval + 0.1)  # the next interval
     assert calls.read_text().count("call") == 2, "one task_list call per interval"
 
 
