@@ -306,9 +306,11 @@ class PrivateTmp:
             time.sleep(0.1)
         try:
             with self.store.tmp_exit_lock(user.name, job_id, max(deadline - time.monotonic(), 0)):
-                return True
+                pass
         except GlobusTmpError:
             return False
+        self.store.drop_tmp_exit_lock(user.name, job_id)  # else one file per job stays
+        return True
 
     def _exit_to_come(self, user: UserIdentity, job_id: str) -> bool:
         if not any((b / job_id / f".{job_id}").exists() for b in self.bases):

@@ -476,3 +476,4 @@ def test_the_epilog_waits_for_a_private_tmp_exit_yet_to_come_or_running(
     assert time.monotonic() - t0 >= 0.5  # it waited for the running exit's lock
     exiting.join()
     assert pt.wait_for_exit(user, "8", time.monotonic()) is True  # done: no wait at all
+    assert not list((store.root / "locks").glob("*tmpexit*")), "lock files pile up"
