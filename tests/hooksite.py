@@ -313,7 +313,16 @@ def drain_processes() -> list[psutil.Process]:
                 found.append(proc)
         except psutil.Error:
             pass
-    return found
+    # A drain's step as the user is a fork of it (same command line): not a drain.
+    pids = {p.pid for p in found}
+    roots = []
+    for proc in found:
+        try:
+            if proc.ppid() not in pids:
+                roots.append(proc)
+        except psutil.Error:
+            pass
+    return roots
 
 
 def kill_drains() -> None:
