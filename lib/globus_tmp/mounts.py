@@ -1,4 +1,5 @@
-"""Bind mounts, through libc: the standard library has no ``mount(2)``.
+"""Bind mounts, through libc: the standard library has no ``mount(2)`` (nor
+``renameat2``, whose ``RENAME_NOREPLACE`` the hold needs: :func:`rename_noreplace`).
 
 Used by root only, on targets whose every component root owns (see
 :mod:`globus_tmp.privatetmp`), so no user can redirect a mount with a symlink.
@@ -35,6 +36,8 @@ _libc.mount.argtypes = [
     ctypes.c_void_p,
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 
 
 def bind(source: str, target: str, read_only: bool = False) -> None:
@@ -56,6 +59,14 @@ def unmount(target: str) -> bool:
     if err in (errno.EINVAL, errno.ENOENT):  # not a mount point, or no such path
         return False
     raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def rename_noreplace(source: os.PathLike[str] | str, target: os.PathLike[str] | str) -> None:
+    """``rename`` that fails (EEXIST) instead of replacing an existing ``target``: a
+    plain rename of a directory onto an empty one replaces it without a word."""
+    src, dst = os.fsencode(source), os.fsencode(target)
+    rc = _libc.renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE)
+    _check(rc, f"rename {os.fsdecode(src)} ->", os.fsdecode(dst))
 
 
 def _check(rc: int, what: str, target: str) -> None:

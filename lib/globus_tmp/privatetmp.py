@@ -73,22 +73,6 @@ _EARLIER_RUN = (
     "job {job}'s private /tmp {what}: an earlier run of job {job} (requeued) still holds "
     "its /tmp here for a stage-out; this run's /tmp is left to Slurm"
 )
-_RENAME_NOREPLACE = 1
-
-
-def rename_noreplace(source: Path, target: Path) -> None:
-    """``rename`` that fails (EEXIST) instead of replacing an existing ``target``: a
-    plain rename of a directory onto an empty one replaces it without a word."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    at_fdcwd = -100
-    rc = libc.renameat2(
-        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), _RENAME_NOREPLACE
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"rename {source} -> {target}: {os.strerror(err)}")
 
 
 class PrivateTmpError(GlobusTmpError):
@@ -331,7 +315,7 @@ class PrivateTmp:
     def _move_to_hold(self, base: Path, job_id: str) -> None:
         """Rename ``<job>/.<job>`` into the hold, seen through a bind of ``base`` (one
         mount: the job directory is a mount point of its own in this namespace)."""
-        from .mounts import bind, unmount
+        from .mounts import bind, rename_noreplace, unmount
 
         hold_root = base / HOLD_DIR
         with contextlib.suppress(FileExistsError):

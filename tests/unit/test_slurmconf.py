@@ -3,17 +3,16 @@ what they imply, script lists, timeouts, the namespace plugin, configless copies
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from globus_tmp.config import Config
 from globus_tmp.errors import GlobusTmpError
 from globus_tmp.hooklog import HookLog
 from globus_tmp.job import UserIdentity
-from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.nodestate import NodeStateStore
 from globus_tmp.slurmconf import SlurmSettings, read_slurm_settings
+
+from unit.lifecycles import lifecycle_with
 
 
 def _settings(tmp_path: Path, text: str) -> SlurmSettings:
@@ -60,14 +59,7 @@ def test_a_start_under_run_in_job_says_so_in_one_line(tmp_path: Path) -> None:
     store = NodeStateStore(tmp_path / "state")
     store.ensure()
     log = _Lines()
-    lifecycle = NodeLifecycle(
-        Config(),
-        "n1",
-        store,
-        log,
-        time.monotonic() + 30,
-        actions_for=lambda u: _Refuse(),  # type: ignore[arg-type,return-value]
-    )
+    lifecycle = lifecycle_with(store, log, _Refuse())
     lifecycle._slurm = _settings(tmp_path, "PrologFlags=RunInJob\n")
     user = UserIdentity("alice", 1000, 1000, "/home/alice")
     with pytest.raises(GlobusTmpError):

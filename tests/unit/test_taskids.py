@@ -18,7 +18,6 @@ from globus_tmp.config import Config
 from globus_tmp.gcp import GcpStatus
 from globus_tmp.hooklog import HookLog
 from globus_tmp.job import JobContext, UserIdentity
-from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.nodestate import (
     MAX_STAGE_TASKS,
     MAX_TASKS,
@@ -30,6 +29,8 @@ from globus_tmp.nodestate import (
     is_task_id,
 )
 from globus_tmp.process import ProcessRef
+
+from unit.lifecycles import lifecycle_with
 
 ALICE = UserIdentity("alice", 1000, 1000, "/home/alice")
 
@@ -79,14 +80,7 @@ def _epilog(tmp_path: Path, actions: FakeActions, stage_tasks: list[str]) -> tup
     state = UserNodeState("alice", 1000, jobs={"5": now, "6": now}, holds={"5": hold})
     state.job_tmp, state.stage_tasks = {"5": str(tmp_path / "export")}, stage_tasks
     store.write(state)
-    lifecycle = NodeLifecycle(
-        Config(),
-        "n1",
-        store,
-        log,
-        time.monotonic() + 30,
-        actions_for=lambda u: actions,  # type: ignore[arg-type,return-value]
-    )
+    lifecycle = lifecycle_with(store, log, actions)
     message = lifecycle.epilog(JobContext("5", "n1", ALICE))
     return message, log_file
 
