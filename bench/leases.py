@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 
+from benchlab import pct  # noqa: E402
 from globus_tmp.leases import FsOps, Holder  # noqa: E402
 from globus_tmp.pool import EndpointPool  # noqa: E402
 
@@ -106,11 +107,6 @@ def _node(root: str, index: int, mode: str, delay: float, go: Any, hold: Any, ou
     out.put(("released", index, released, time.monotonic() - start, fs.calls))
 
 
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
-
-
 def bench_leases(n: int, mode: str, delay: float) -> str:
     scratch = Path(tempfile.mkdtemp(prefix="globus-tmp-bench-leases-"))
     try:
@@ -143,9 +139,9 @@ def bench_leases(n: int, mode: str, delay: float) -> str:
     lost = sum(1 for r in releases if not r[2])
     return (
         f"{n:>5} {mode:<4} lease s: median {statistics.median(took):.3f} "
-        f"p99 {_pct(took, 0.99):.3f} max {max(took):.3f}  duplicates {dup}  "
+        f"p99 {pct(took, 0.99):.3f} max {max(took):.3f}  duplicates {dup}  "
         f"calls/lease {statistics.mean(r[4] for r in leases):.1f}  |  release s: "
-        f"median {statistics.median(freed):.3f} p99 {_pct(freed, 0.99):.3f}  "
+        f"median {statistics.median(freed):.3f} p99 {pct(freed, 0.99):.3f}  "
         f"calls/release {statistics.mean(r[4] for r in releases):.1f}  not released {lost}"
     )
 
@@ -169,7 +165,6 @@ def _drain(cfg: Any, user_dir: str, endpoint: str, interval: float, rounds: int)
 
 
 def bench_drains(drains: int, interval: float, rounds: int) -> str:
-    sys.path.insert(0, str(ROOT / "tests" / "emulators"))
     import globus_api
     from globus_sdk.token_storage import SQLiteTokenStorage
     from globus_tmp.config import Config

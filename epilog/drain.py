@@ -4,8 +4,8 @@ Started as root by the Epilog when the user's last job on the node ended while a
 transfer may still be running: waits for the transfer (until ``T``, when
 ``linger_max`` runs out), then stops GCP unless a job has joined meanwhile. Logs to the
 node's hook log. SIGALRM is its backstop: whatever hangs, it stops GCP shortly after
-``T``; if it is killed, the next repair (a hook or ``globus-tmp-admin reconcile``)
-finds it dead and finishes its work.
+``T`` (plus the give-up's cancel, :mod:`globus_tmp.giveup`); if it is killed, the next
+repair (a hook or ``globus-tmp-admin reconcile``) finds it dead and finishes its work.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from globus_tmp.job import UserIdentity
 from globus_tmp.lifecycle import NodeLifecycle
 from globus_tmp.metrics import record_run
 from globus_tmp.nodestate import NodeStateStore
+from globus_tmp.taskcancel import give_up_budget
 
 _OVERRAN = "the drain overran linger_max; stopping GCP"
 
@@ -42,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         with alarm_backstop(cfg.hook_timeout, "the user look-up (NSS) hung"):
             user = UserIdentity.from_name(args.user)  # may ask LDAP: under the alarm
         until = args.until if args.until is not None else time.time() + cfg.linger_max
-        budget = max(until - time.time(), 0) + cfg.stop_grace + 90
+        budget = max(until - time.time(), 0) + give_up_budget(cfg) + cfg.stop_grace + 90
         lifecycle = NodeLifecycle(cfg, args.node, store, log, time.monotonic() + budget)
     except Exception as exc:
         log.error(f"cannot drain: {exc}")
         return 0
     outcome = "ok"
     try:
-        with alarm_backstop(max(until - time.time(), 0) + cfg.stop_grace + 10, _OVERRAN):
+        backstop = max(until - time.time(), 0) + give_up_budget(cfg) + cfg.stop_grace + 10
+        with alarm_backstop(backstop, _OVERRAN):
             log.info(lifecycle.drain(user, until))
     except Exception as exc:
         outcome = outcome_of(exc)

@@ -68,6 +68,7 @@ def site(unit_users: dict[str, UnixUser]) -> Iterator[Site]:
         linger_max=20,
         linger_poll_seconds=0.5,
         linger_unverified=1,
+        idle_linger=0,  # a test of the linger sets it
     )
     try:
         yield s

@@ -8,6 +8,8 @@ world-readable scratch directory so the users can run it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import pwd
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +33,13 @@ UNIT_USERS = ("gtunit1", "gtunit2", "gtunit3")
 USER_DIR = "~/.globus-tmp-unit"
 
 
-def ensure_user(name: str) -> pwd.struct_passwd:
+def ensure_user(name: str, home: Path | None = None) -> pwd.struct_passwd:
+    """The Unix user ``name``, made (with its home, by default in /home) if missing."""
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+        where = ["--home-dir", str(home)] if home else []
+        subprocess.run(["useradd", "--create-home", *where, "--shell", "/bin/sh", name], check=True)
         return pwd.getpwnam(name)
 
 
@@ -274,6 +279,12 @@ class Site:
     ) -> subprocess.CompletedProcess[str]:
         return self.as_user(user, [str(BIN / "globus-tmp-endpoint"), *args], node=node, job=job)
 
+    def wait_connected(self, user: str = "gtunit1", node: str = "n1", timeout: float = 30) -> None:
+        """Wait, as a job would (``globus-tmp-endpoint --wait``), until the user's GCP on
+        ``node`` is connected: a cold Prolog returns before that (``start_wait``)."""
+        res = self.endpoint(user, "--wait", f"{timeout:g}", node=node)
+        assert res.returncode == 0, res.stderr
+
     def wait_gcp_stopped(self, user: str = "gtunit1", timeout: float = 15.0) -> None:
         """Wait until the user has no GCP (after the last job, an unverified idle GCP is
         kept up for ``linger_unverified`` by a drain) and no drain runs."""
@@ -331,3 +342,44 @@ def kill_drains() -> None:
             proc.kill()
         except psutil.Error:
             pass
+
+
+@contextlib.contextmanager
+def hung_file_system(path: Path) -> Iterator[Path]:
+    """Mount at ``path`` a file system whose server never answers, as a hung network
+    home does: every ``stat`` or ``open`` at or below ``path`` blocks (killably, as on a
+    ``hard`` NFS mount), for root and users alike (``allow_other``). It is a FUSE mount
+    made straight from ``/dev/fuse`` whose INIT is never read: no FUSE library, no
+    daemon. Leaving aborts the connection (waiters get ENOTCONN) and unmounts."""
+    if not os.path.exists("/dev/fuse"):
+        import pytest
+
+        pytest.skip("no /dev/fuse: no file system that hangs can be made here")
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    options = f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
+    if libc.mount(b"globus-tmp-hung", str(path).encode(), b"fuse", 0, options) != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"mounting a hung file system at {path}: {os.strerror(err)}")
+    try:
+        yield path
+    finally:
+        os.close(fd)  # the server is gone: the connection is aborted
+        libc.umount2(str(path).encode(), 2)  # MNT_DETACH
+
+
+def blocks(argv: list[str], seconds: float = 2.0) -> bool:
+    """Whether ``argv`` is still running after ``seconds``; then its whole session is
+    killed (a process left waiting on a hung file system can hold a directory's lock:
+    whoever next changes that directory would wait with it, unkillably)."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+    return False

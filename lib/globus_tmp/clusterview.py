@@ -100,7 +100,7 @@ def table(views: dict[str, Any], problems: dict[str, str]) -> list[str]:
             out.append(f"{node:<10} {'-':<12} {'idle':<9}")
         for u in users:
             gcp = "alive" if u.get("gcp_alive") else ("DEAD" if u.get("gcp_pid") else "-")
-            drain = "yes" if u.get("drain_alive") else "-"
+            drain = "yes" if u.get("drain_alive") else ("cancel" if u.get("cancel_holds") else "-")
             error = (u.get("error") or "")[:60] if u.get("phase") == "failed" else ""
             out.append(
                 f"{node:<10} {u.get('user', '?'):<12} {u.get('phase', '?'):<9} "

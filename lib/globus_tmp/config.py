@@ -31,6 +31,8 @@ from .configkeys import (
     CONFIG_NAME,
     DEFAULT_EXPOSED_PATHS,
     DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_IDLE_LINGER,
+    DEFAULT_LINGER_MAX,
     DEFAULT_SLURM_CONF,
     DEFAULT_START_TIMEOUT,
     DEFAULT_STATE_DIR,
@@ -53,7 +55,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: see docs/DESIGN.md
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
-    from .configkeys import OnFailure
+    from .configkeys import OnFailure, StartWait
     from .job import UserIdentity
 
 __all__ = [
@@ -82,13 +84,24 @@ class Config:
     exposed_paths: tuple[str, ...] = DEFAULT_EXPOSED_PATHS
     """What GCP may read and write, written to ``lta/config-paths`` as ``PATH,0,1``."""
     start_timeout: float = DEFAULT_START_TIMEOUT
-    """How long the Prolog waits for GCP to say ``connected``."""
+    """How long GCP has to say ``connected`` after it was started; then it is stopped and
+    its lease given back (watched in the background, or by the Prolog: ``start_wait``)."""
+    start_wait: StartWait = "spawned"
+    """``spawned``: the Prolog returns once GCP runs (the endpoint id is known; Globus
+    queues tasks until it connects) and a detached watcher waits for the connect;
+    ``connected``: the Prolog waits for it (up to ``start_timeout``), as before the key
+    existed (a GCP that does not connect is the user's side: ``on_failure`` lets the
+    job start without an endpoint either way)."""
     stop_grace: float = 15.0
     """How long GCP gets to exit after ``-stop`` before it is killed."""
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     """Hard bound on one Prolog/Epilog run; keep PrologEpilogTimeout above it."""
-    linger_max: float = 7200.0
+    linger_max: float = DEFAULT_LINGER_MAX
     """How long a drain keeps GCP up for an active transfer after the last job."""
+    idle_linger: float = DEFAULT_IDLE_LINGER
+    """How long GCP stays up after the user's last job here even when no transfer runs,
+    so that the user's next job (an array task, a pipeline step) joins it instead of
+    paying a cold start; 0: stop at once once idle is verified. At most ``linger_max``."""
     linger_poll_seconds: float = 30.0
     """How often a drain asks whether the transfer is still active."""
     linger_unverified: float = 120.0

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     OnFailure = Literal["continue", "fail"]
+    StartWait = Literal["spawned", "connected"]
     """What a failed Prolog exits with: 0 (the job runs without an endpoint) or 1."""
 
 CONFIG_NAME = "globus-tmp.conf"
@@ -35,6 +36,7 @@ MAX_CONFIG = 1 << 20
 """A larger file is not a configuration (and is never read whole)."""
 
 ON_FAILURE_CHOICES: tuple[OnFailure, ...] = ("continue", "fail")
+START_WAIT_CHOICES: tuple[StartWait, ...] = ("spawned", "connected")
 SYSLOG_FACILITIES = ("daemon", "user", *(f"local{i}" for i in range(8)))
 
 # The defaults the lookup needs; config.Config's fields take them from here.
@@ -42,6 +44,8 @@ DEFAULT_STATE_DIR = "/run/globus-tmp/%n"
 DEFAULT_EXPOSED_PATHS = ("/tmp",)
 DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_HOOK_TIMEOUT = 120.0
+DEFAULT_LINGER_MAX = 7200.0
+DEFAULT_IDLE_LINGER = 120.0
 
 _SECONDS = frozenset(
     {
@@ -54,15 +58,17 @@ _SECONDS = frozenset(
         "job_grace",
     }
 )
+_SECONDS_OR_ZERO = frozenset({"idle_linger"})
 _BYTES = frozenset({"hold_max_bytes", "gcp_memory_max"})
 _ABSOLUTE = frozenset({"gcp_path", "state_dir"})
 _ABSOLUTE_OR_EMPTY = frozenset({"log_file", "chain_health_check", "metrics_file", "slurm_bin_dir"})
 _STRINGS = frozenset(
-    {*_ABSOLUTE, *_ABSOLUTE_OR_EMPTY, "user_dir", "on_failure", "globus_client_id"}
+    {*_ABSOLUTE, *_ABSOLUTE_OR_EMPTY, "user_dir", "on_failure", "start_wait", "globus_client_id"}
 )
 KEYS = frozenset(
     {
         *_SECONDS,
+        *_SECONDS_OR_ZERO,
         *_BYTES,
         *_STRINGS,
         "exposed_paths",
@@ -107,6 +113,14 @@ def check_table(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
             f"{source}: key 'hook_timeout' ({hook:g}) must exceed "
             f"start_timeout ({start:g}) by at least 10 seconds"
         )
+    linger_max = values.get("linger_max", DEFAULT_LINGER_MAX)
+    if "idle_linger" not in values:  # the default bows to a shorter linger_max
+        values["idle_linger"] = min(DEFAULT_IDLE_LINGER, linger_max)
+    linger = values["idle_linger"]
+    if linger > linger_max:
+        raise ConfigError(
+            f"{source}: key 'idle_linger' ({linger:g}) must not exceed linger_max ({linger_max:g})"
+        )
     return values
 
 
@@ -119,6 +133,10 @@ def check_value(key: str, value: Any, source: str) -> Any:
     if key in _SECONDS:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise bad("a number of seconds > 0")
+        return float(value)
+    if key in _SECONDS_OR_ZERO:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise bad("a number of seconds >= 0 (0: off)")
         return float(value)
     if key in _BYTES:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -159,6 +177,8 @@ def check_value(key: str, value: Any, source: str) -> Any:
             raise bad("a string")
         if key == "on_failure" and value not in ON_FAILURE_CHOICES:
             raise bad(" or ".join(f'"{c}"' for c in ON_FAILURE_CHOICES))
+        if key == "start_wait" and value not in START_WAIT_CHOICES:
+            raise bad(" or ".join(f'"{c}"' for c in START_WAIT_CHOICES))
         if key in _ABSOLUTE and not value.startswith("/"):
             raise bad("an absolute path")
         if key in _ABSOLUTE_OR_EMPTY and value and not value.startswith("/"):

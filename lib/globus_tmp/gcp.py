@@ -180,8 +180,12 @@ class GcpCommand:
             return False
         raise self._failed("-stop", res)
 
-    def start(self, config_dir: Path, log_path: Path, timeout: float) -> ProcessRef:
-        """Start GCP detached and wait until it says ``connected``; its ProcessRef.
+    def start(
+        self, config_dir: Path, log_path: Path, timeout: float, wait: bool = True
+    ) -> ProcessRef:
+        """Start GCP detached and (``wait``) wait until it says ``connected``; its
+        ProcessRef. Without ``wait`` it returns once GCP is spawned: whether it connects
+        is :meth:`wait_connected`'s to find out, later and elsewhere.
 
         Detached means: a new session (slurmd kills the hook's process group on a
         timeout), stdio to the instance log, no inherited descriptors (slurmd waits
@@ -216,18 +220,31 @@ class GcpCommand:
                 ) from None
         ref = ProcessRef.of(proc.pid)
         report_progress({"spawned": {"pid": ref.pid, "start_ticks": ref.start_ticks}})
+        if not wait:
+            return ref
+        try:
+            self.wait_connected(ref, log_path, deadline, offset)
+        except GcpError:
+            ref.kill_tree(os.getuid())
+            proc.wait()
+            raise
+        return ref
+
+    def wait_connected(
+        self, ref: ProcessRef, log_path: Path, deadline: float, offset: int = 0
+    ) -> None:
+        """Return once GCP ``ref`` says ``connected``; :class:`GcpError` if it exits first
+        or ``deadline`` (monotonic) passes. ``offset``: where its lines start in its log."""
         last = "no status yet"
+        timeout = max(deadline - time.monotonic(), 0)
         while True:
-            rc = proc.poll()
-            if rc is not None:
+            if not ref.alive():
                 said = _log_tail(log_path, offset) or "(nothing)"
                 if ANOTHER_RUNNING in said:
                     raise GcpAlreadyRunning(said)
-                raise GcpError(f"GCP exited at once (exit {rc}): {said}; log: {log_path}")
+                raise GcpError(f"GCP exited before it connected: {said}; log: {log_path}")
             left = deadline - time.monotonic()
             if left <= 0:
-                ref.kill_tree(os.getuid())
-                proc.wait()
                 raise GcpError(
                     f"GCP did not connect within {timeout:.0f} s (last status: {last}); "
                     f"log: {log_path}"
@@ -239,8 +256,8 @@ class GcpCommand:
             if status is not None:
                 last = status.online
                 # the answer may come from another instance while ours is failing
-                if status.connected and proc.poll() is None:
-                    return ref
+                if status.connected and ref.alive():
+                    return
             time.sleep(min(0.2, max(left, 0)))
 
 

@@ -10,6 +10,10 @@ one of (checked in this order, cheapest first):
   user's tokens) **and** the holder node runs no job of the user **and** the holder is
   not draining with a deadline still ahead (its lease record says so).
 
+Nothing proves free a lease its holder keeps for a task it could not cancel
+(``cancelling`` with a deadline ahead), not even a down holder: Globus would resume the
+task from the /tmp of whichever node runs the entry next.
+
 A released lease needs no proof (it is free). Holders in another cluster can only be
 proven free by their own release: this cluster's Slurm knows nothing of them.
 """
@@ -49,6 +53,8 @@ class SlurmGlobusProver:
 
     def stale(self, record: LeaseRecord, entry: PoolEntry) -> str | None:
         if record.cluster != self.cluster or record.node.startswith("<"):
+            return None
+        if record.held_for_cancel(time.time()):
             return None
         down = self.slurm.node_down_since(record.node, record.since)
         if down:

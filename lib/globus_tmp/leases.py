@@ -30,6 +30,11 @@ from .boundedio import SMALL, read_bounded
 from .errors import PoolError
 
 PREFIX = ".lease."
+RUNNING, DRAINING, CANCELLING = "running", "draining", "cancelling"
+"""A holder's phases: its GCP runs, outlives its jobs until ``drain_until`` (a drain),
+or is stopped while Globus may still resume a task through the entry (a drain gave up
+and could not cancel it: the entry is kept until ``drain_until``, see
+:mod:`globus_tmp.taskcancel`)."""
 RECORD_VERSION = 2
 GC_EVERY = 16
 GC_AGE = 3600.0
@@ -90,8 +95,8 @@ class LeaseRecord:
     node: str = ""
     boot_id: str = ""
     since: float = 0.0
-    phase: str = "running"
-    """``running`` or ``draining`` (the holder's GCP outlives its jobs until ``drain_until``)."""
+    phase: str = RUNNING
+    """:data:`RUNNING`, :data:`DRAINING` or :data:`CANCELLING`."""
     drain_until: float | None = None
 
     @property
@@ -102,10 +107,15 @@ class LeaseRecord:
         if not self.held:
             return "free"
         what = f"held by {self.owner} since {time.strftime('%H:%M', time.localtime(self.since))}"
-        if self.phase == "draining" and self.drain_until:
+        if self.phase in (DRAINING, CANCELLING) and self.drain_until:
             until = time.strftime("%H:%M", time.localtime(self.drain_until))
-            what += f", draining until {until}"
+            doing = "draining" if self.phase == DRAINING else "kept for a Globus task to cancel"
+            what += f", {doing} until {until}"
         return what
+
+    def held_for_cancel(self, now: float) -> bool:
+        """Whether the holder keeps the entry for a task it could not cancel (until T)."""
+        return self.phase == CANCELLING and self.drain_until is not None and now < self.drain_until
 
     def to_bytes(self) -> bytes:
         doc = asdict(self)
@@ -179,10 +189,16 @@ class EntryLease:
         return self._publish(LeaseRecord(current.gen + 1, False, since=time.time()))
 
     def update(self, me: Holder, phase: str, drain_until: float | None) -> bool:
-        """Rewrite our own current record (e.g. ``draining`` until T); False if not ours."""
+        """Rewrite our own current record (e.g. ``draining`` until T); False if not ours.
+
+        A ``cancelling`` mark with its deadline ahead is not turned into ``draining``:
+        a GCP started again from the entry (a job joined as its drain gave up) drains
+        under the stronger mark, which only the holder's release or ``running`` lifts."""
         current = self.current()
         if current is None or not current.held or not me.same_node(current):
             return False
+        if phase == DRAINING and current.held_for_cancel(time.time()):
+            return True
         record = LeaseRecord(
             current.gen, True, me.cluster, me.node, me.boot_id, current.since, phase, drain_until
         )

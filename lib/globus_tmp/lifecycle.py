@@ -4,12 +4,15 @@ One read gives the whole lifecycle:
 
 - :meth:`NodeLifecycle.prolog`: add the job; a live GCP is joined (no network, no
   GCP call); otherwise lease a pool entry and start GCP as the user, under the gcp lock
-  so a user never gets two.
+  so a user never gets two. The job does not wait for GCP to connect
+  (``start_wait``): :meth:`~NodeLifecycle.watch_connect`, a detached watcher, records
+  the connect, or stops GCP and gives its lease back after ``start_timeout``.
 - :meth:`NodeLifecycle.epilog`: remove the job (and jobs proven gone, see
   :mod:`globus_tmp.slurmjobs`); with jobs left, done; with none,
-  :meth:`~NodeLifecycle.after_last_job`: stop GCP if no transfer is active, or hand
-  over to a detached drain.
-- :meth:`NodeLifecycle.drain`: poll the transfer, bounded by ``linger_max``; stop GCP
+  :meth:`~NodeLifecycle.after_last_job`: hand over to a detached drain (at once with
+  ``idle_linger``; else only while a transfer is active, stopping GCP if none is).
+- :meth:`NodeLifecycle.drain`: keep GCP up for ``idle_linger`` (the user's next job
+  joins it) and while a transfer is active, bounded by ``linger_max``; stop GCP
   unless a job has joined meanwhile.
 - :meth:`NodeLifecycle.repair`: whatever a killed hook, a killed drain or a vanished
   process left half done (a start or stop interrupted, a dead instance, a lease not
@@ -53,10 +56,13 @@ if TYPE_CHECKING:
 
     from .activity import Activity, TransferActivity
     from .cgroups import NodeCgroups
+    from .connectwatch import ConnectWatchLauncher
     from .drain import DrainLauncher
+    from .giveup import TaskCanceller
     from .privatetmp import PrivateTmp
     from .slurmconf import SlurmSettings
     from .slurmjobs import JobProbe
+    from .stagemarks import StageMarks
     from .useractions import Started, UserActions
 
 _STEP_TIMEOUT = 30.0  # one short step as the user (lease, release, -stop)
@@ -67,14 +73,25 @@ def needs_repair(state: UserNodeState) -> bool:
     """Whether the state shows something a killed hook or drain left half done (cheap)."""
     if state.phase in (Phase.STARTING, Phase.STOPPING) or state.starting is not None:
         return True
-    if state.release_pending:
+    if state.release_pending or state.cancels_due(time.time()):
         return True
     if state.instance is not None and not state.instance.process.alive():
         return state.phase != Phase.FAILED or not state.jobs  # FAILED: leftovers killed
     if state.phase == Phase.DRAINING:
         drain = state.drain
-        return drain is None or not drain.alive()
-    return False
+        if drain is None or not drain.alive():
+            return True
+    return unwatched(state)
+
+
+def unwatched(state: UserNodeState) -> bool:
+    """Whether a GCP runs unconnected with nobody waiting for its connect (its watcher
+    was killed): it would otherwise run, holding its lease, until the last job ends."""
+    inst = state.instance
+    if inst is None or inst.connected is not None or not inst.process.alive():
+        return False
+    watch = state.watch
+    return watch is None or not watch.alive()
 
 
 class NodeLifecycle:
@@ -95,6 +112,8 @@ class NodeLifecycle:
         activity: TransferActivity | None = None,
         jobs: JobProbe | None = None,
         drains: DrainLauncher | None = None,
+        watches: ConnectWatchLauncher | None = None,
+        stage_marks: StageMarks | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node
@@ -105,9 +124,12 @@ class NodeLifecycle:
         self._activity = activity
         self._jobs = jobs
         self._drains = drains
+        self._watches = watches
+        self._stage_marks = stage_marks
         self._private_tmp: PrivateTmp | None = None
         self._slurm: SlurmSettings | None = None
         self._cgroups: NodeCgroups | None = None
+        self._cancels: TaskCanceller | None = None
 
     def actions_for(self, user: UserIdentity) -> UserActions:
         if self._actions_for is None:
@@ -154,6 +176,38 @@ class NodeLifecycle:
         return self._drains
 
     @property
+    def watches(self) -> ConnectWatchLauncher:
+        if self._watches is None:
+            from .connectwatch import ForkedConnectWatch
+
+            self._watches = ForkedConnectWatch()
+        return self._watches
+
+    @property
+    def cancels(self) -> TaskCanceller:
+        """Cancels at a drain's give-up and their retries; never on the join path."""
+        if self._cancels is None:
+            from .giveup import TaskCanceller
+
+            self._cancels = TaskCanceller(self)
+        return self._cancels
+
+    def _give_up_tasks(
+        self, user: UserIdentity, tasks: tuple[str, ...], instance: GcpInstance, why: str
+    ) -> str:
+        """At ``linger_max``, before GCP stops: no task left to resume from another node."""
+        return self.cancels.give_up(user, tasks, instance, why)
+
+    @property
+    def stage_marks(self) -> StageMarks:
+        """Steps as the user around stage-out marks (:mod:`globus_tmp.stagemarks`)."""
+        if self._stage_marks is None:
+            from .stagemarks import ForkedStageMarks
+
+            self._stage_marks = ForkedStageMarks(self.cfg, self.node, self.store.marks_dir)
+        return self._stage_marks
+
+    @property
     def cgroups(self) -> NodeCgroups:
         """Each GCP's own cgroup (:mod:`globus_tmp.cgroups`); never on the join path."""
         if self._cgroups is None:
@@ -182,6 +236,9 @@ class NodeLifecycle:
 
     def prolog(self, job: JobContext) -> str:
         user = job.user
+        unmarked = self.store.ensure_marks(user.name, user.uid, user.gid)  # before the add
+        if unmarked:
+            self.log.error(unmarked)
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             state.jobs.setdefault(job.job_id, time.time())
@@ -190,7 +247,7 @@ class NodeLifecycle:
                 drained = state.phase == Phase.DRAINING
                 state.phase = Phase.RUNNING
                 if drained:  # the drain steps aside when it sees the job; a later one starts afresh
-                    state.drain_until, state.drain_tasks = None, []
+                    state.drain_until, state.drain_tasks, state.idle_until = None, [], None
                 self.store.write(state)
                 return self._with_repair(
                     user,
@@ -243,11 +300,163 @@ class NodeLifecycle:
         count("gcp_starts_total")
         inst = started.instance
         note = f" ({started.note})" if started.note else ""
+        watched = "; ".join(self._ensure_watch(user))  # outside the locks: it forks
         return _notes(
             repaired,
             f"started GCP pid {inst.pid} from pool entry {inst.endpoint_name} "
-            f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node",
+            f"(endpoint {inst.endpoint_id}){note}; {jobs} job(s) on node"
+            + (f"; {watched}" if watched else ""),
         )
+
+    # -- connect -----------------------------------------------------------------
+
+    def _ensure_watch(self, user: UserIdentity) -> list[str]:
+        """A watcher for the user's unconnected GCP unless one runs; called with no lock
+        held (the fork would keep it: a lock is dropped by its last descriptor)."""
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if not unwatched(state):
+                return []
+            inst = state.instance
+        assert inst is not None
+        until = max(inst.since + self.cfg.start_timeout, time.time() + 6.0)  # one -status
+        bound = until - time.time() + self.cfg.stop_grace + 3 * _STEP_TIMEOUT
+        from .taskcancel import give_up_budget
+
+        bound += give_up_budget(self.cfg)  # tasks queued for a GCP that never connects
+        ref = self.watches.launch(
+            lambda: self._counted_watch(user, inst.pid, until), self.log, bound
+        )
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if state.instance is not None and state.instance.pid == inst.pid:
+                state.watch = ref
+                self.store.write(state)
+        return [f"connecting: watcher pid {ref.pid} gives it until {_clock(until)}"]
+
+    def _counted_watch(self, user: UserIdentity, pid: int, until: float) -> str:
+        """:meth:`watch_connect` as a run of the ``watch`` hook in the metrics."""
+        from . import metrics
+
+        metrics.forget_pending()
+        outcome = "ok"
+        try:
+            return self.watch_connect(user, pid, until)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            metrics.record_run(self.cfg, self.node, "watch", outcome)
+
+    def watch_connect(self, user: UserIdentity, pid: int, until: float) -> str:
+        """Wait (as the watcher) for GCP ``pid`` to say ``connected`` and record it; stop
+        it and give its lease back if it exits first or ``until`` passes. Several
+        watchers may overlap for a moment (a repair's and a start's): each steps aside
+        when the state names another, and recording or stopping twice is harmless."""
+        me = ProcessRef.of(os.getpid())
+        self.deadline = time.monotonic() + max(until - time.time(), 0) + 3 * _STEP_TIMEOUT
+        from .taskcancel import give_up_budget
+
+        self.deadline += give_up_budget(self.cfg)
+        last = "no status yet"
+        while True:
+            state = self.store.read(user.name, user.uid)  # renames are atomic: no lock
+            inst = state.instance
+            if inst is None or inst.pid != pid:
+                return ""  # stopped or replaced meanwhile: nothing to say
+            if inst.connected is not None:
+                return ""
+            if state.watch is not None and state.watch != me:
+                return ""
+            if not inst.process.alive():
+                why = f"GCP pid {pid} exited before it connected"
+                break
+            left = until - time.time()
+            if left <= 0:
+                why = (
+                    f"GCP pid {pid} did not connect within start_timeout="
+                    f"{self.cfg.start_timeout:g} s (last status: {last})"
+                )
+                break
+            try:
+                status = self.actions_for(user).status(min(left, 15.0))
+            except GlobusTmpError as exc:
+                status, last = None, str(exc)
+            if status is not None:
+                last = status.online
+                if status.connected and inst.process.alive():
+                    return self._record_connected(user, inst)
+            time.sleep(min(0.2, max(until - time.time(), 0)))
+        return self._abandon_connect(user, inst, why)
+
+    def _tasks_queued_for(self, user: UserIdentity, inst: GcpInstance) -> tuple[str, ...]:
+        """The user's live tasks on the endpoint of a GCP that never connected (none
+        known without the Transfer API; a failed ask is logged: it cannot be proven)."""
+        if not self.cfg.globus_client_id:
+            return ()
+        try:
+            tasks = self.actions_for(user).active_tasks(inst.endpoint_id, self._step())
+        except GlobusTmpError as exc:
+            self.log.error(
+                f"could not ask Globus for tasks queued on endpoint {inst.endpoint_name} "
+                f"({exc}): any would run from the next node that starts it"
+            )
+            return ()
+        return tuple(accept_task_ids(tasks)[0])
+
+    def _record_connected(self, user: UserIdentity, inst: GcpInstance) -> str:
+        with self.store.jobs_lock(user.name, self._left()):
+            state = self._read(user)
+            if state.instance is None or state.instance.pid != inst.pid:
+                return ""
+            now = time.time()
+            state.instance.connected = now
+            state.watch = None
+            self.store.write(state)
+        return (
+            f"GCP pid {inst.pid} (endpoint {inst.endpoint_name} {inst.endpoint_id}) "
+            f"connected {now - inst.since:.1f} s after its start"
+        )
+
+    def _abandon_connect(self, user: UserIdentity, inst: GcpInstance, why: str) -> str:
+        """Stop a GCP that never connected and give its lease back; the jobs run on
+        without an endpoint (the next job's Prolog starts one afresh). A job did not wait
+        for the connect, so it may have submitted tasks that Globus queued for the
+        entry: they are cancelled first (or the lease kept until they are), or they
+        would run from the ``/tmp`` of whichever node starts the entry next."""
+        ours = self.store.read(user.name, user.uid).instance
+        if ours is None or ours.pid != inst.pid or ours.connected is not None:
+            return ""  # another watcher's, or stopped meanwhile: cancel nothing
+        queued = self._tasks_queued_for(user, inst)
+        if queued:
+            cause = why.replace(f"GCP pid {inst.pid} ", "", 1)
+            why = self.cancels.give_up(user, queued, inst, why, cause=cause)
+        with self.store.gcp_lock(user.name, self._left()):
+            with self.store.jobs_lock(user.name, self._left()):
+                state = self._read(user)
+                current = state.instance
+                if current is None or current.pid != inst.pid or current.connected is not None:
+                    return ""
+                state.phase, state.watch = Phase.STOPPING, None
+                self.store.write(state)
+            how = self._stop_process(user, inst)
+            released = self._release(user, inst.endpoint_name)
+            with self.store.jobs_lock(user.name, self._left()):
+                state = self._read(user)
+                state.instance = None
+                self._settle_release(state, released)
+                message = f"{why}; log: {inst.log_path}"
+                if state.jobs:
+                    state.fail(message)
+                else:
+                    state.phase = Phase.IDLE
+                    state.clear_drain()
+                self.store.write(state)
+        from .metrics import count
+
+        count("gcp_connect_failures_total")
+        self.log.error(f"{message}; GCP {how}; {released}")
+        return ""
 
     def _clear_control_socket(self, user: UserIdentity) -> None:
         from .gcp import ControlSocket
@@ -381,7 +590,8 @@ class NodeLifecycle:
                 self.log.error(f"job {job.job_id}'s private-/tmp exit still runs; not waited")
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
-            known = state.jobs.pop(job.job_id, None) is not None
+            added = state.jobs.pop(job.job_id, None)
+            known = added is not None
             gone = self.reconcile_jobs(state)
             instance = state.live_instance()
             export, held = state.job_tmp.get(job.job_id), job.job_id in state.holds
@@ -395,7 +605,7 @@ class NodeLifecycle:
         if export and not held:
             self._free_private_tmp(user, export, None)
         staged, tasks = "", list[str]()
-        if held or self._declared(user, job.job_id):
+        if self._declared(user, job.job_id, added, held):
             endpoint = instance.endpoint_id if instance else None
             lost = None
             if export and not held:
@@ -472,19 +682,23 @@ class NodeLifecycle:
             return "", tasks
         return f"; {len(tasks)} of {len(outcomes)} stage-out(s) submitted", tasks
 
-    def _declared(self, user: UserIdentity, job_id: str) -> bool:
-        """Whether the job declared a stage-out here: one directory listing as the user,
-        without the imports a submission needs (most jobs declare nothing)."""
-        from .privileges import run_as
-        from .slurmconf import cluster_name
-        from .stageout import declared_count
+    def _declared(self, user: UserIdentity, job_id: str, added: float | None, held: bool) -> bool:
+        """Whether the job declared a stage-out here (``held``: its private /tmp was kept
+        for one). Its node-local mark is looked at and taken (a step as the user); the
+        home only for a job with a mark (:func:`~globus_tmp.stagemarks.declared_here`)."""
+        from .stagemarks import MARK_STEP, declared_here
 
-        user_dir = self.cfg.user_dir_for(user)
-        cluster = cluster_name(self.cfg, os.environ)
+        if held:  # the exit read the declarations already: only the mark to take
+            try:
+                self.stage_marks.look(user, job_id, min(MARK_STEP, self._step()), True)
+            except GlobusTmpError as exc:
+                self.log.error(f"job {job_id}'s stage-out mark not removed ({exc})")
+            return True
         try:
-            found = run_as(
-                user, self._step(), declared_count, user_dir, user.home, cluster, job_id, self.node
-            )
+            found = declared_here(
+                self.stage_marks, user, job_id, self._step, True,
+                self.store.predates_marks(added), self.log.error,
+            )  # fmt: skip
         except GlobusTmpError as exc:
             self.log.error(f"could not look for stage-outs of job {job_id}: {exc}")
             return False
@@ -570,7 +784,9 @@ class NodeLifecycle:
 
     def after_last_job(self, user: UserIdentity, submitted: list[str] | None = None) -> str:
         """No job of the user is left here: stop GCP, or hand over to a drain (at once
-        when the job's stage-outs were just ``submitted``)."""
+        when the job's stage-outs were just ``submitted``, or to linger for the user's
+        next job: ``idle_linger``; then the drain, not this Epilog, asks about
+        transfers, and the Epilog makes no network call and reads no home)."""
         state = self.store.read(user.name, user.uid)
         repaired: list[str] = []
         if needs_repair(state):
@@ -586,12 +802,20 @@ class NodeLifecycle:
         if drain is not None and drain.alive():
             return _notes(repaired, f"drain pid {drain.pid} already keeps GCP up")
         if state.drain_until is not None and time.time() >= state.drain_until:
-            return _notes(repaired, self.stop_if_unused(user, "its drain's linger_max had run out"))
+            why = self._give_up_tasks(
+                user, tuple(state.drain_tasks), instance, "its drain's linger_max had run out"
+            )
+            return _notes(repaired, self.stop_if_unused(user, why))
         if submitted:
             from .activity import Activity
 
             live = tuple(submitted)
             activity = Activity(True, f"stage-out task(s) {', '.join(live)} submitted", True, live)
+            return _notes(repaired, self._launch_drain(user, activity))
+        if self.cfg.idle_linger > 0:
+            from .activity import Activity
+
+            activity = Activity(False, f"idle_linger={self.cfg.idle_linger:g} s", True)
             return _notes(repaired, self._launch_drain(user, activity))
         activity = self.activity.check(self.actions_for(user), instance, self._step())
         if not activity.active and activity.verified:
@@ -606,26 +830,39 @@ class NodeLifecycle:
             drain = state.drain
             if drain is not None and drain.alive():
                 return f"drain pid {drain.pid} already keeps GCP up"
-            until = state.drain_until or time.time() + self.cfg.linger_max
+            now = time.time()
+            until = state.drain_until or now + self.cfg.linger_max
             ref = self.drains.launch(user, self.node, until)
             state.drain, state.drain_until, state.phase = ref, until, Phase.DRAINING
+            state.idle_until = min(now + self.cfg.idle_linger, until)
             state.drain_tasks = sorted(set(state.drain_tasks) | set(activity.tasks))
             self.store.write(state)
-            entry = state.instance.endpoint_name if state.instance else ""
         from .metrics import count
 
         count("drains_started_total")
         failpoint("epilog.after_drain")
-        if entry:
-            try:  # other nodes must not reclaim the entry while we drain
-                self.actions_for(user).mark_lease(entry, "draining", until, self._step())
-            except GlobusTmpError as exc:
-                self.log.error(f"could not mark lease {entry} as draining: {exc}")
+        left = until - time.time()
+        if activity.verified and not activity.active:  # idle: the linger, for a next job
+            return (
+                f"{activity.detail}: drain pid {ref.pid} keeps GCP up for "
+                f"{min(self.cfg.idle_linger, left):.0f} s for the user's next job "
+                f"(longer if a transfer starts, at most {left:.0f} s)"
+            )
         bound = self.cfg.linger_max if activity.active else self.cfg.linger_unverified
+        bound = max(bound, self.cfg.idle_linger)
         return (
             f"{activity.detail}: drain pid {ref.pid} keeps GCP up "
-            f"for at most {min(bound, until - time.time()):.0f} s"
+            f"for at most {min(bound, left):.0f} s"
         )
+
+    def _mark_draining(self, user: UserIdentity, entry: str, until: float) -> None:
+        """Tell other nodes (in the lease, as the user: the drain's first step, so the
+        Epilog itself writes nothing in the home) not to reclaim the entry meanwhile.
+        Until it lands GCP is still connected in Globus, which no reclaim gets past."""
+        try:
+            self.actions_for(user).mark_lease(entry, "draining", until, self._step())
+        except GlobusTmpError as exc:
+            self.log.error(f"could not mark lease {entry} as draining: {exc}")
 
     # -- stop --------------------------------------------------------------------
 
@@ -708,7 +945,11 @@ class NodeLifecycle:
         return f"killed after {self.cfg.stop_grace:g} s grace"
 
     def _release(self, user: UserIdentity, name: str) -> Release:
-        """Give a lease back as the user; how it went (never raises)."""
+        """Give a lease back as the user; how it went (never raises). One kept for a
+        task to cancel is not given back (:mod:`globus_tmp.giveup`)."""
+        kept = self.cancels.keeps(user, name)
+        if kept is not None:
+            return kept
         try:
             self.actions_for(user).release(name, self._step())
         except GlobusTmpError as exc:
@@ -740,7 +981,8 @@ class NodeLifecycle:
         """Finish what an interrupted hook or drain left; one note per repair. A user
         whose GCP a hook is starting or stopping right now is left to that hook."""
         with self.store.gcp_lock_if_free(user.name) as free:
-            return self._repair_locked(user) if free else []
+            notes = self._repair_locked(user) if free else []
+        return notes + self._ensure_watch(user) if free else notes
 
     def _repair_locked(self, user: UserIdentity) -> list[str]:
         """The repairs; the caller holds the gcp lock, so no start or stop is under way."""
@@ -818,6 +1060,7 @@ class NodeLifecycle:
                 state.phase = Phase.RUNNING
                 state.drain = None
             self.store.write(state)
+        notes += self.cancels.retry(user)
         for note in notes:
             self.log.info(f"repair: {note}")
         return notes
@@ -846,6 +1089,7 @@ class NodeLifecycle:
         me = ProcessRef.of(os.getpid())
         idle_since: float | None = None
         live_tasks = tuple(self.store.read(user.name, user.uid).drain_tasks)
+        marked = False
         blind = False  # the API cannot be asked about tasks it showed live
         while True:
             with self.store.jobs_lock(user.name, self._left()):
@@ -861,12 +1105,21 @@ class NodeLifecycle:
             if instance is None:
                 why = "GCP exited during the drain"
                 break
+            fresh = not marked  # the first look asks afresh: the Epilog did not ask
+            if fresh:
+                marked = True
+                self._mark_draining(user, instance.endpoint_name, until)
             failpoint("drain.poll")
+            lingering = max((state.idle_until or 0.0) - time.time(), 0.0)
             bound = min(_STEP_TIMEOUT, max(until - time.time(), 1.0))
-            activity = self.activity.check(self.actions_for(user), instance, bound, shared=True)
+            actions = self.actions_for(user)
+            activity = self.activity.check(actions, instance, bound, shared=not fresh)
             now = time.monotonic()
-            if not activity.active and activity.verified:
-                why = f"transfer over ({activity.detail})"
+            if not activity.active and activity.verified and not lingering:
+                linger = (
+                    f"idle_linger={self.cfg.idle_linger:g} s over; " if state.idle_until else ""
+                )
+                why = f"{linger}transfer over ({activity.detail})"
                 break
             if activity.verified:
                 self._settle_stage_outs(user, activity.tasks)
@@ -883,16 +1136,21 @@ class NodeLifecycle:
             blind = blind_now
             if blind or activity.active:
                 idle_since = None
+            elif activity.verified:
+                idle_since = None  # the API's word needs no waiting: only the linger
             else:
                 idle_since = now if idle_since is None else idle_since
-                if now - idle_since >= self.cfg.linger_unverified:
+                if now - idle_since >= self.cfg.linger_unverified and not lingering:
                     why = f"idle for {now - idle_since:.0f} s ({activity.detail})"
                     break
             if time.time() >= until:
                 why = f"gave up after linger_max={self.cfg.linger_max:g} s ({activity.detail})"
-                self.log.error(f"drain {why}; stopping GCP under a live transfer")
+                why = self._give_up_tasks(user, live_tasks, instance, why)
                 break
-            time.sleep(max(min(self.cfg.linger_poll_seconds, until - time.time()), 0.1))
+            nap = min(self.cfg.linger_poll_seconds, until - time.time())
+            if lingering and not (blind or activity.active):
+                nap = min(nap, lingering)  # look again as the linger ends
+            time.sleep(max(nap, 0.1))
         return self.stop_if_unused(user, why)
 
 
@@ -900,18 +1158,26 @@ class Release:
     """How giving a lease back went: ``done``, or left for the next repair. Its text is
     the note for the log line (a plain class: this module is on the join path)."""
 
-    __slots__ = ("done", "name")
+    __slots__ = ("done", "kept", "name")
 
-    def __init__(self, name: str, done: bool) -> None:
+    def __init__(self, name: str, done: bool, kept: str = "") -> None:
         self.name = name
         self.done = done
+        self.kept = kept
+        """Why the lease stays with this node on purpose (nothing is left to release)."""
 
     def __str__(self) -> str:
+        if self.kept:
+            return self.kept
         return f"lease {self.name} {'released' if self.done else 'NOT released yet'}"
 
 
 def _recorded_entry(state: UserNodeState) -> str:
     return state.instance.endpoint_name if state.instance is not None else ""
+
+
+def _clock(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(wall))
 
 
 def _notes(notes: list[str], message: str) -> str:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 _INSTANCE_KEYS = frozenset(
     {"pid", "start_ticks", "endpoint_id", "endpoint_name", "config_dir", "log_path", "since"}
 )
+_INSTANCE_OPTIONAL = frozenset({"connected"})
 _STATE_KEYS = frozenset(
     {
         "version",
@@ -52,10 +53,14 @@ _STATE_KEYS = frozenset(
         "drain_until",
         "drain_tasks",
         "starting",
+        "watch_pid",
+        "watch_start_ticks",
+        "idle_until",
         "release_pending",
         "job_tmp",
         "holds",
         "stage_tasks",
+        "cancel_holds",
         "updated",
         "recovered_from",
     }
@@ -68,11 +73,18 @@ class NoEndpoint(GlobusTmpError):
     """This node has no usable endpoint for the user; the message says why."""
 
 
+class EndpointChanging(NoEndpoint):
+    """Not yet known: GCP is starting, or its watcher is stopping one that did not
+    connect (``--wait`` waits for the outcome; every other :class:`NoEndpoint` is an
+    answer that waiting would not change)."""
+
+
 class EndpointInfo:
     """This node's endpoint for the user, as the lookup found it (a plain class, not a
     dataclass: it is defined on the lookup's start-up path)."""
 
     __slots__ = (
+        "connected",
         "endpoint_id",
         "endpoint_name",
         "job_tmp",
@@ -99,6 +111,7 @@ class EndpointInfo:
         pid: int,
         log: str,
         job_tmp: str | None = None,
+        connected: float | None = None,
     ) -> None:
         self.endpoint_id = endpoint_id
         self.endpoint_name = endpoint_name
@@ -112,6 +125,9 @@ class EndpointInfo:
         self.log = log
         self.job_tmp = job_tmp
         """Where the calling job's private ``/tmp`` is on the endpoint (job_container)."""
+        self.connected = connected
+        """When GCP said ``connected``; None while it connects (the job did not wait for
+        it: tasks submitted meanwhile are queued by Globus and run once it connects)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -126,6 +142,8 @@ class EndpointInfo:
             "pid": self.pid,
             "log": self.log,
             "job_tmp": self.job_tmp,
+            "connected": self.connected is not None,
+            "connected_at": self.connected,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -166,14 +184,20 @@ def lookup(cfg: LookupSettings, node: str, user: str, job_id: str | None = None)
     if state.phase == Phase.FAILED:
         raise NoEndpoint(f"no endpoint for {user} on {node}: {state.error}")
     if state.phase == Phase.STARTING:
-        raise NoEndpoint(f"the endpoint of {user} on {node} is still starting; use --wait")
+        raise EndpointChanging(f"the endpoint of {user} on {node} is still starting; use --wait")
     instance = state.instance
     if instance is None:
         raise NoEndpoint(f"no endpoint for {user} on {node}: none runs (no job of yours needs it)")
+    if state.phase == Phase.STOPPING and state.jobs:
+        raise EndpointChanging(
+            f"the endpoint of {user} on {node} did not connect and is being stopped; "
+            f"log: {instance['log_path']}"
+        )
     if state.phase == Phase.STOPPING:
         raise NoEndpoint(f"the endpoint of {user} on {node} is stopping (your last job here ended)")
     if not ProcessRef(instance["pid"], instance["start_ticks"]).alive():
-        raise NoEndpoint(
+        changing = EndpointChanging if _connected(instance) is None else NoEndpoint
+        raise changing(
             f"GCP of {user} on {node} is not running (pid {instance['pid']} exited); the next "
             f"job on this node restarts it; log: {instance['log_path']}"
         )
@@ -191,6 +215,7 @@ def lookup(cfg: LookupSettings, node: str, user: str, job_id: str | None = None)
         jobs=tuple(sorted(state.jobs, key=lambda j: (len(j), j))),
         pid=instance["pid"],
         log=instance["log_path"],
+        connected=_connected(instance),
     )
 
 
@@ -206,6 +231,12 @@ def _read_state(path: str, user: str) -> _StateView | None:
     if view is not None:
         return view
     return _view_from_nodestate(os.path.dirname(os.path.dirname(path)), user)
+
+
+def _connected(instance: dict[str, Any]) -> Any:
+    """When GCP connected; an instance written before connects were watched has no
+    such key, and was recorded only once connected (as ``nodestate`` reads it)."""
+    return instance.get("connected", instance.get("since"))
 
 
 def _view_from_nodestate(root: str, user: str) -> _StateView | None:
@@ -227,6 +258,7 @@ def _view_from_nodestate(root: str, user: str) -> _StateView | None:
             "endpoint_name": inst.endpoint_name,
             "log_path": inst.log_path,
             "since": inst.since,
+            "connected": inst.connected,
         }
     return _StateView(state.phase, state.error, instance, list(state.jobs), dict(state.job_tmp))
 
@@ -249,7 +281,8 @@ def _vouched_view(text: str) -> _StateView | None:
         return None
     if instance is not None and not (
         type(instance) is dict
-        and instance.keys() == _INSTANCE_KEYS
+        and _INSTANCE_KEYS <= instance.keys() <= _INSTANCE_KEYS | _INSTANCE_OPTIONAL
+        and type(instance.get("connected")) in (int, float, type(None))
         and type(instance["pid"]) is int
         and type(instance["start_ticks"]) is int
     ):
@@ -259,6 +292,8 @@ def _vouched_view(text: str) -> _StateView | None:
     ):
         return None
     if not _vouch_starting(doc.get("starting")) or not _vouch_holds(doc.get("holds", {})):
+        return None
+    if doc.get("cancel_holds", {}) != {}:  # rare (a drain gave up): nodestate reads it
         return None
     return _StateView(
         doc.get("phase", "idle"), doc.get("error"), instance or None, list(jobs), job_tmp

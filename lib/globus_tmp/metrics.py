@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     from .nodestate import NodeStateStore
 
 PREFIX = "globus_tmp_"
-HOOKS = ("prolog", "epilog", "drain", "privatetmp", "reconcile")
-API_OPS = ("task_list", "submit", "settle")
+HOOKS = ("prolog", "epilog", "drain", "watch", "privatetmp", "reconcile")
+API_OPS = ("task_list", "submit", "settle", "cancel")
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 JOURNAL = "metrics.journal"
 COUNTS = "metrics.json"
@@ -90,6 +90,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gcp_stops_total": ("Globus Connect Personal instances that exited after -stop.", ()),
     "gcp_kills_total": (
         "Globus Connect Personal instances killed because they outlived stop_grace.",
+        (),
+    ),
+    "gcp_connect_failures_total": (
+        "Globus Connect Personal instances stopped by their connect watcher: they exited "
+        "or did not say connected within start_timeout.",
         (),
     ),
     "drains_started_total": (
@@ -125,6 +130,12 @@ def count(name: str, by: float = 1.0, **labels: str) -> None:
     copy is never written)."""
     key = _key(name, labels)
     _pending[key] = _pending.get(key, 0.0) + by
+
+
+def forget_pending() -> None:
+    """A forked child that records a run of its own (the connect watcher) starts with
+    none of its parent's counts: the parent writes those."""
+    _pending.clear()
 
 
 def count_api(op: str, failed: bool = False) -> None:

@@ -11,6 +11,14 @@ Layout under ``state_dir`` (root-owned, 0755, node-local: a reboot clears it):
 - ``locks/<user>.jobs.lock``: held briefly, for every read-modify-write of the file;
 - ``locks/<user>.gcp.lock``: held while GCP is started or stopped, so a user has at
   most one GCP on the node. Order: ``gcp`` before ``jobs``, never the reverse.
+- ``declared/`` (root, 0711: users pass, none lists it) and ``declared/<user>/`` (the
+  user's, 0700, made by every Prolog of the user's, :meth:`NodeStateStore.ensure_marks`):
+  ``declared/<user>/<job>`` is the mark that the job declared a stage-out
+  (:mod:`globus_tmp.stagemarks`), so the Epilog reads the home only for such a job.
+  The only directory here a user may write; root makes it and never looks inside.
+- ``declared.since``: root's, empty; its mtime is when ``declared/`` was made (the first
+  run of a version with marks). A job added to the job set before it may have declared
+  without a mark (an older ``stage-out``): its Epilog looks in the home anyway.
 """
 
 from __future__ import annotations
@@ -50,6 +58,9 @@ with the holds' copies, far below the file's read bound, :data:`STATE`): ids tha
 settle (forged ones do not) cannot grow the file until it is "started afresh" and its
 job set and holds are forgotten."""
 _HEX = frozenset("0123456789abcdefABCDEF")
+MARKS = "declared"
+MARKS_SINCE = "declared.since"
+_STAMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def is_task_id(value: object) -> bool:
@@ -86,6 +97,9 @@ class GcpInstance:
     config_dir: str
     log_path: str
     since: float
+    connected: Optional[float] = None
+    """When GCP first said ``connected`` (``-status``); None while it is connecting: the
+    Prolog does not wait for it (``start_wait``), a watcher records it."""
 
     @property
     def process(self) -> ProcessRef:
@@ -124,6 +138,27 @@ class HeldTmp:
 
 
 @dataclass
+class CancelHold:
+    """A pool entry kept leased to this node after its drain gave up at ``linger_max``
+    under tasks it could not cancel: Globus resumes a task through whichever node runs
+    the entry next, from that node's ``/tmp``. Released once every task is cancelled
+    or proven ended (the repair retries), at the latest at ``until``."""
+
+    tasks: list[str]
+    """The tasks not yet cancelled nor proven ended."""
+    since: float
+    """When the drain gave up."""
+    until: float
+    """When the hold ends anyway (see :data:`globus_tmp.taskcancel.HOLD_MAX`)."""
+    next_try: float = 0.0
+    tries: int = 1
+    error: Optional[str] = None
+    """Why the last cancel did not go through."""
+    marked: bool = False
+    """Whether the lease record says ``cancelling`` (other nodes then never take it)."""
+
+
+@dataclass
 class UserNodeState:
     """Everything this node knows about one user."""
 
@@ -142,6 +177,13 @@ class UserNodeState:
     drain_tasks: list[str] = field(default_factory=list)
     """Transfer tasks the API showed live on the endpoint when the drain began."""
     starting: Optional[StartRecord] = None
+    watch_pid: Optional[int] = None
+    watch_start_ticks: Optional[int] = None
+    """The detached watcher that waits for the instance to connect (root, forked by the
+    Prolog; see ``NodeLifecycle.watch_connect``)."""
+    idle_until: Optional[float] = None
+    """Wall-clock end of ``idle_linger`` after the last job: the drain keeps an idle GCP
+    up until then, for the user's next job."""
     release_pending: list[str] = field(default_factory=list)
     """Leases of stopped instances not yet given back (a slow home); retried."""
     job_tmp: dict[str, str] = field(default_factory=dict)
@@ -150,6 +192,8 @@ class UserNodeState:
     """Job id -> a private ``/tmp`` kept past its job for a declared stage-out."""
     stage_tasks: list[str] = field(default_factory=list)
     """Stage-out tasks submitted from this node whose outcome is not yet recorded."""
+    cancel_holds: dict[str, CancelHold] = field(default_factory=dict)
+    """Pool entry -> tasks a drain that gave up could not cancel (the lease is kept)."""
     updated: float = 0.0
     recovered_from: Optional[str] = None
     """Set when the file on disk was unreadable and this state started afresh."""
@@ -169,8 +213,24 @@ class UserNodeState:
         self.drain_pid = ref.pid if ref else None
         self.drain_start_ticks = ref.start_ticks if ref else None
 
+    @property
+    def watch(self) -> ProcessRef | None:
+        if self.watch_pid is None or self.watch_start_ticks is None:
+            return None
+        return ProcessRef(self.watch_pid, self.watch_start_ticks)
+
+    @watch.setter
+    def watch(self, ref: ProcessRef | None) -> None:
+        self.watch_pid = ref.pid if ref else None
+        self.watch_start_ticks = ref.start_ticks if ref else None
+
     def clear_drain(self) -> None:
         self.drain, self.drain_until, self.drain_tasks = None, None, []
+        self.idle_until = None
+
+    def cancels_due(self, now: float) -> bool:
+        """Whether a kept lease's cancel is due for its retry (cheap: the join path asks)."""
+        return any(hold.next_try <= now for hold in self.cancel_holds.values())
 
     def live_instance(self) -> GcpInstance | None:
         """The recorded instance if its process still runs (pid and start time)."""
@@ -208,6 +268,8 @@ class UserNodeState:
         state = cls(**data)
         state.written_phase = state.phase
         state.jobs = {str(k): float(v) for k, v in jobs.items()}
+        if inst and "connected" not in inst:  # written before connects were watched:
+            inst = {**inst, "connected": inst.get("since")}  # recorded once connected
         state.instance = GcpInstance(**inst) if inst else None
         state.starting = StartRecord(**starting) if starting else None
         state.release_pending = [str(n) for n in state.release_pending]
@@ -218,6 +280,12 @@ class UserNodeState:
             str(k): v if isinstance(v, HeldTmp) else HeldTmp(**v)
             for k, v in dict(state.holds).items()
         }
+        state.cancel_holds = {
+            str(k): v if isinstance(v, CancelHold) else CancelHold(**v)
+            for k, v in dict(state.cancel_holds).items()
+        }
+        for hold in state.cancel_holds.values():
+            hold.tasks = [str(t) for t in hold.tasks]
         return state
 
 
@@ -238,6 +306,64 @@ class NodeStateStore:
             except FileExistsError:
                 pass
             check_trusted_dir(path)
+        marks = self.root / MARKS
+        try:
+            marks.mkdir(mode=0o711)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(marks, 0o711)  # whatever the umask: users must reach their own
+            self._stamp_marks()
+        check_trusted_dir(marks)
+
+    # -- stage-out marks (globus_tmp.stagemarks) ------------------------------------
+
+    def marks_dir(self, user: str) -> Path:
+        return marks_dir(self.root, user)
+
+    def ensure_marks(self, user: str, uid: int, gid: int) -> str | None:
+        """Make the user's marks directory if it is missing (one ``mkdir``, every Prolog);
+        an existing one is never looked at (it is the user's: a mount of theirs there
+        could hang root). None, or why it could not be made (declarations then fail,
+        saying so, and lose nothing)."""
+        path = self.marks_dir(user)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            return f"cannot make {path} ({exc.strerror}): stage-out --at-exit fails in this job"
+        try:  # root's own new entry in root's own 0711 directory: nobody can swap it
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchmod(fd, 0o700)
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            return f"cannot give {path} to {user} ({exc.strerror}): stage-out --at-exit fails"
+        return None
+
+    def predates_marks(self, added: float | None) -> bool:
+        """Whether a job added to the job set at ``added`` may have declared without a
+        mark: before marks existed on this node (an upgrade under running jobs). A job
+        not in the job set (None: its Prolog did not add it) is not."""
+        if added is None:
+            return False
+        stamp = self.root / MARKS_SINCE
+        try:
+            return added < os.lstat(stamp).st_mtime
+        except FileNotFoundError:  # a hook killed between the mkdir and the stamp
+            self._stamp_marks()
+            return True
+        except OSError:
+            return True
+
+    def _stamp_marks(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.root / MARKS_SINCE, _STAMP_FLAGS, 0o644))
 
     # -- locks -------------------------------------------------------------------
 
@@ -350,6 +476,11 @@ class NodeStateStore:
         state.updated = time.time()
         write_atomic(self.path(state.user), json.dumps(state.to_json(), indent=1), 0o644)
         state.written_phase = state.phase
+
+
+def marks_dir(state_dir: Path, user: str) -> Path:
+    """``declared/<user>``: the user's own directory of stage-out marks on the node."""
+    return state_dir / MARKS / user
 
 
 def read_state_snapshot(root: Path, user: str) -> UserNodeState | None:

@@ -28,16 +28,24 @@ class UserView:
     gcp_uptime: float | None = None
     endpoint_name: str | None = None
     endpoint_id: str | None = None
+    connected: bool = False
+    """Whether GCP has said ``connected`` (a cold Prolog does not wait for it)."""
     drain_pid: int | None = None
     drain_alive: bool = False
     drain_until: float | None = None
     drain_tasks: list[str] = field(default_factory=list)
+    idle_until: float | None = None
+    """Until when the drain keeps an idle GCP up for the user's next job (``idle_linger``)."""
     held_bytes: int = 0
     holds: dict[str, str] = field(default_factory=dict)
     """Job id -> hold directory."""
     stage_tasks: list[str] = field(default_factory=list)
     leases: list[str] = field(default_factory=list)
-    """Pool entries this node holds for the user (running instance, or not yet released)."""
+    """Pool entries this node holds for the user (running instance, not yet released, or
+    kept for tasks to cancel)."""
+    cancel_holds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Entry -> its :class:`~globus_tmp.nodestate.CancelHold` (a drain gave up under tasks
+    it could not cancel: the lease stays with this node until they are)."""
     error: str | None = None
     error_at: float | None = None
 
@@ -56,12 +64,16 @@ class UserView:
             view.gcp_pid, view.gcp_alive = inst.pid, inst.process.alive()
             view.gcp_uptime = now - inst.since
             view.endpoint_name, view.endpoint_id = inst.endpoint_name, inst.endpoint_id
+            view.connected = inst.connected is not None
             view.leases.append(inst.endpoint_name)
         view.leases += [n for n in state.release_pending if n not in view.leases]
+        view.leases += [n for n in state.cancel_holds if n not in view.leases]
+        view.cancel_holds = {n: asdict(h) for n, h in state.cancel_holds.items()}
         drain = state.drain
         if drain is not None:
             view.drain_pid, view.drain_alive = drain.pid, drain.alive()
         view.drain_until, view.drain_tasks = state.drain_until, list(state.drain_tasks)
+        view.idle_until = state.idle_until
         view.holds = {job: hold.path for job, hold in state.holds.items()}
         view.held_bytes = sum(hold.size for hold in state.holds.values())
         return view
@@ -82,6 +94,7 @@ class NodeView:
             "drains": sum(u.drain_alive for u in self.users),
             "held_bytes": sum(u.held_bytes for u in self.users),
             "leases": sum(len(u.leases) for u in self.users),
+            "held_for_cancel": sum(len(u.cancel_holds) for u in self.users),
             "errors": sum(u.error is not None and u.phase == "failed" for u in self.users),
         }
 
@@ -101,7 +114,10 @@ class NodeView:
             return [*out, "no user has state on this node"]
         out.append(f"{head} DRAIN")
         for u in self.users:
-            gcp = "-" if u.gcp_pid is None else f"{u.gcp_pid} {'alive' if u.gcp_alive else 'DEAD'}"
+            gcp = "-"
+            if u.gcp_pid is not None:
+                alive = ("alive" if u.connected else "connecting") if u.gcp_alive else "DEAD"
+                gcp = f"{u.gcp_pid} {alive}"
             up = _duration(u.gcp_uptime) if u.gcp_alive and u.gcp_uptime is not None else "-"
             drain = "-"
             if u.drain_pid is not None:
@@ -109,6 +125,8 @@ class NodeView:
                 drain = f"pid {u.drain_pid} {'alive' if u.drain_alive else 'DEAD'}, {left} left"
                 if u.drain_tasks:
                     drain += f", tasks {' '.join(u.drain_tasks)}"
+                elif u.drain_alive and u.idle_until is not None and u.idle_until > self.at:
+                    drain += f" (idle_linger for the next job: {_duration(u.idle_until - self.at)})"
             out.append(
                 f"{u.user:<12} {u.phase:<9} {len(u.jobs):>4} {gcp:<16} {up:>7} "
                 f"{u.endpoint_name or '-':<10} {drain}"
@@ -119,6 +137,8 @@ class NodeView:
                 out.append(f"{'':<12} held {u.held_bytes} bytes for job(s) {','.join(u.holds)}")
             if u.leases:
                 out.append(f"{'':<12} leases {','.join(u.leases)}")
+            for name, hold in u.cancel_holds.items():
+                out.append(f"{'':<12} {_held_for_cancel(name, hold, self.at)}")
             if u.error:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(u.error_at or 0))
                 out.append(f"{'':<12} last error ({when}): {u.error}")
@@ -130,6 +150,19 @@ def node_view(store: NodeStateStore, node: str, only: str | None = None) -> Node
     users = [only] if only else store.users()
     views = [UserView.of(store.read(name, -1), now) for name in users]
     return NodeView(node=node, users=views, at=now)
+
+
+def _held_for_cancel(name: str, hold: dict[str, Any], now: float) -> str:
+    """One line for a lease kept for tasks a drain that gave up could not cancel."""
+    tasks = " ".join(hold["tasks"])
+    line = (
+        f"lease {name} HELD FOR CANCEL of task(s) {tasks} (drain gave up "
+        f"{_duration(now - hold['since'])} ago; next try in {_duration(hold['next_try'] - now)}, "
+        f"try {hold['tries'] + 1}; released at the latest in {_duration(hold['until'] - now)}"
+    )
+    if not hold["marked"]:
+        line += "; lease record NOT marked yet"
+    return f"{line}): {hold['error']}" if hold["error"] else f"{line})"
 
 
 def _duration(seconds: float) -> str:

@@ -129,8 +129,9 @@ class EndpointPool:
         ``prefer`` names an entry whose GCP already runs on this node (taken over after
         lost state): it is leased here whatever its record says. Otherwise the entry
         this node already holds comes first (a GCP that died restarts from the same
-        config dir), then a free entry probed from ``slot``, then one whose holder is
-        provably not running it.
+        config dir; not one it keeps for a task to cancel, which Globus would resume),
+        then a free entry probed from ``slot``, then one whose holder is provably not
+        running it.
         """
         note = self._migrate_registry(me)
         names = self.names()
@@ -161,7 +162,7 @@ class EndpointPool:
             lease = self.lease_of(name)
             record = lease.current()
             if record is not None and record.held:
-                if me.same_node(record):
+                if me.same_node(record) and not record.held_for_cancel(time.time()):
                     entry = self._entry(name)
                     if entry is not None:
                         self._remember(me, name)

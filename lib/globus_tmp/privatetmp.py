@@ -556,10 +556,13 @@ def _exit(
     cfg: Config, tmp: PrivateTmp, node: str, job_id: str, user: UserIdentity, deadline: float
 ) -> str:
     """Hold or let go, and tell the job's declarations (as the user) which it was; each
-    step as the user within what is left before ``deadline``."""
+    step as the user within what is left before ``deadline``. The home is read only for
+    a job with a stage-out mark (:func:`~globus_tmp.stagemarks.declared_here`; the mark
+    is left for the job's Epilog)."""
     from .privileges import run_as
     from .slurmconf import cluster_name
-    from .stageout import declared_count, mark_held
+    from .stagemarks import ForkedStageMarks, declared_here
+    from .stageout import mark_held
 
     def left() -> float:
         return max(min(_USER_STEP, deadline - time.monotonic() - 1.0), 0.5)
@@ -567,9 +570,12 @@ def _exit(
     cluster = cluster_name(cfg, os.environ)
     user_dir = cfg.user_dir_for(user)
     where = (user_dir, user.home, cluster, job_id, node)
+    store = tmp.store
+    steps = ForkedStageMarks(cfg, node, store.marks_dir)
     try:
-        with tmp.store.tmp_exit_lock(user.name, job_id, left()):  # the Epilog waits for it
-            declared = int(run_as(user, left(), declared_count, *where))
+        with store.tmp_exit_lock(user.name, job_id, left()):  # the Epilog waits for it
+            predates = store.predates_marks(store.read(user.name, user.uid).jobs.get(job_id))
+            declared = declared_here(steps, user, job_id, left, False, predates, tmp.log.error)
             try:
                 held, what = tmp.exit(job_id, user, declared)
             except PrivateTmpError as exc:
@@ -580,7 +586,7 @@ def _exit(
                 run_as(user, left(), mark_held, *where, held, "")
             return what
     finally:
-        tmp.store.drop_tmp_exit_lock(user.name, job_id)
+        store.drop_tmp_exit_lock(user.name, job_id)
 
 
 def entry() -> None:

@@ -108,6 +108,15 @@ def run_as(
     return run_as_reporting(user, timeout, None, fn, *args, **kwargs)
 
 
+def run_as_away_from_home(
+    user: UserIdentity, timeout: float, fn: Callable[P, Any], *args: P.args, **kwargs: P.kwargs
+) -> Any:
+    """:func:`run_as` for a step that must not touch the home: its child starts in
+    ``/``, not in the home (``HOME`` is still set, for nothing), so a hung home file
+    system cannot hold it before it even begins (``chdir`` there would block)."""
+    return _run_step(user, timeout, None, False, fn, lambda: fn(*args, **kwargs))
+
+
 def run_as_reporting(
     user: UserIdentity,
     timeout: float,
@@ -118,12 +127,23 @@ def run_as_reporting(
 ) -> Any:
     """:func:`run_as`, passing what the step tells with :func:`report_progress` to
     ``on_progress`` as it comes (root learns it even if the step is then killed)."""
+    return _run_step(user, timeout, on_progress, True, fn, lambda: fn(*args, **kwargs))
+
+
+def _run_step(
+    user: UserIdentity,
+    timeout: float,
+    on_progress: ProgressSink | None,
+    in_home: bool,
+    fn: Callable[..., Any],
+    step: Callable[[], Any],
+) -> Any:
     global _progress
     euid = os.geteuid()
     if euid == user.uid:
         previous, _progress = _progress, on_progress
         try:
-            return json.loads(json.dumps(fn(*args, **kwargs)))  # the contract of a fork
+            return json.loads(json.dumps(step()))  # the contract of a fork
         finally:
             _progress = previous
     if euid != 0:
@@ -132,7 +152,7 @@ def run_as_reporting(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child; its effects are tested
         os.close(read_fd)
-        _child(user, write_fd, lambda: fn(*args, **kwargs))
+        _child(user, write_fd, step, in_home)
     os.close(write_fd)
     what = f"step as {user.name} ({getattr(fn, '__name__', 'fn')})"
     try:
@@ -217,7 +237,7 @@ def _error_from(doc: Any, what: str) -> GlobusTmpError:
     )
 
 
-def _child(user: UserIdentity, write_fd: int, step: Callable[[], Any]) -> None:
+def _child(user: UserIdentity, write_fd: int, step: Callable[[], Any], in_home: bool) -> None:
     global _progress
 
     def send(message: dict[str, Any]) -> None:
@@ -240,7 +260,7 @@ def _child(user: UserIdentity, write_fd: int, step: Callable[[], Any]) -> None:
         os.environ.clear()
         os.environ.update(env)
         try:
-            os.chdir(user.home)
+            os.chdir(user.home if in_home else "/")
         except OSError:
             os.chdir("/")
         _progress = lambda data: send({"progress": data})  # noqa: E731

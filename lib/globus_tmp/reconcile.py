@@ -12,7 +12,9 @@ never runs again would keep an orphan forever. This pass, run periodically as ro
 - a GCP with no job left is stopped or handed to a drain, exactly as the last Epilog
   would have; a drain hung past its ``linger_max`` is killed and GCP stopped;
 - a held private ``/tmp`` nothing can serve any more (no GCP) is freed, and hold
-  directories no state knows of (the node rebooted) are deleted.
+  directories no state knows of (the node rebooted) are deleted;
+- stage-out marks of jobs no longer in the job set (an Epilog that never ran) are
+  renamed ``<job>.orphan``, and removed a day later (:mod:`globus_tmp.stagemarks`).
 
 It takes the same locks as the hooks and never waits for them: a user whose GCP is
 being started or stopped right now is left to that hook. Idempotent; one log line per
@@ -27,8 +29,9 @@ from .errors import GlobusTmpError
 from .job import UserIdentity
 from .lifecycle import NodeLifecycle, needs_repair
 from .phases import Phase
+from .taskcancel import give_up_budget
 
-_DRAIN_OVERRUN = 30.0  # past its own backstop (drain_until + stop_grace + 10 s): hung
+_DRAIN_OVERRUN = 30.0  # past its own backstop (see epilog/drain.py): hung
 
 
 class NodeReconciler:
@@ -76,6 +79,7 @@ class NodeReconciler:
             notes += lc.repair(user)
         notes += self._orphans(user)
         state = store.read(user.name, user.uid)
+        notes += self._stage_marks(user, sorted(state.jobs))
         drain = state.drain
         drain_alive = drain is not None and drain.alive()
         if not state.jobs and state.live_instance() is not None and not drain_alive:
@@ -84,12 +88,17 @@ class NodeReconciler:
             notes += lc.free_unserved_private_tmp(user)
             notes += self._cgroup_leftovers(user)
         elif state.phase == Phase.DRAINING and drain is not None and drain_alive:
-            until = (state.drain_until or 0) + lc.cfg.stop_grace + _DRAIN_OVERRUN
+            overrun = give_up_budget(lc.cfg) + _DRAIN_OVERRUN
+            until = (state.drain_until or 0) + lc.cfg.stop_grace + overrun
+            instance = state.live_instance()
             if time.time() > until:
                 drain.kill_tree()
+                why = "its drain hung"
+                if instance is not None:
+                    why = lc._give_up_tasks(user, tuple(state.drain_tasks), instance, why)
                 notes.append(
                     f"drain pid {drain.pid} hung past linger_max, killed; "
-                    + lc.stop_if_unused(user, "its drain hung")
+                    + lc.stop_if_unused(user, why)
                 )
         return notes
 
@@ -104,6 +113,23 @@ class NodeReconciler:
         if not killed:
             return []
         note = f"killed {killed} process(es) left in the cgroup of a stopped GCP"
+        lc.log.info(f"repair: {note}")
+        return [note]
+
+    def _stage_marks(self, user: UserIdentity, jobs: list[str]) -> list[str]:
+        """Stage-out marks of jobs not in the job set (their Epilog never ran, or was
+        killed): orphaned, then removed a day later, as the user
+        (:func:`~globus_tmp.stagemarks.sweep_marks`)."""
+        from .stagemarks import MARK_STEP
+
+        lc = self.lifecycle
+        try:
+            done = lc.stage_marks.sweep(user, jobs, min(MARK_STEP, lc._step()))
+        except GlobusTmpError as exc:
+            return [f"stage-out marks not swept: {exc}"]
+        if not done:
+            return []
+        note = f"{done} stage-out mark(s) of jobs no longer here orphaned or removed"
         lc.log.info(f"repair: {note}")
         return [note]
 

@@ -6,11 +6,16 @@ out, cancelled): burst buffers and DataWarp stage out the same way. Each declara
 a small JSON record in the user's dir, ``stage-out/<cluster>.<job>/<node>.<n>.json``:
 readable from any node (``stage-status`` on a login node works) and only ever written
 by the user's own processes: the CLI, and children of the hooks dropped to the user.
-Root never reads these files; it gets plain JSON back from those children.
+Root never reads these files; it gets plain JSON back from those children. Each
+declaration first leaves a mark on the node (:mod:`globus_tmp.stagemarks`): the Epilog
+reads the home only for a job with one, so a hung home stalls only jobs that declared.
 
 A record's ``state``: ``declared`` -> ``submitted`` -> ``succeeded`` | ``failed``, or
 ``declared`` -> ``failed`` when it could not be submitted (source missing at job end,
-no endpoint on the node, the hold refused, Globus refused). The submission id is stored
+no endpoint on the node, the hold refused, Globus refused). A task still live when the
+node's drain gives up at ``linger_max`` is cancelled (``failed``, the error says so) or,
+if Globus cannot be asked, stays ``submitted`` with a ``note`` until the retried cancel
+(:mod:`globus_tmp.taskcancel`). The submission id is stored
 before the POST, so an Epilog that runs twice cannot create the task twice.
 Facts: docs/GCP.md#transfer-api.
 """
@@ -80,6 +85,9 @@ class StageOut:
     """Why it failed, in one line."""
     held: bool | None = None
     """With a private ``/tmp``: whether the job's files were kept past its end."""
+    note: str | None = None
+    """What globus-tmp did to the task besides Globus's own outcome, kept across
+    refreshes: a drain that gave up at ``linger_max`` and could not cancel it yet."""
 
     @property
     def key(self) -> str:
@@ -105,8 +113,22 @@ class StageOutStore:
     def _job_dir(self, cluster: str, job_id: str) -> Path:
         return self.root / f"{cluster}.{job_id}"
 
-    def declare(self, record: StageOut) -> StageOut:
-        """Store a new declaration under the next free sequence number (O_EXCL)."""
+    def declare(self, record: StageOut, marks: Path) -> StageOut:
+        """Store a new declaration under the next free sequence number (O_EXCL), after
+        its node-local mark in ``marks`` (the user's ``declared/<user>`` on the node:
+        without a mark the Epilog never reads the home). No mark, no record; a record
+        that cannot be written takes the mark it made with it."""
+        from .stagemarks import drop_mark, write_mark
+
+        made = write_mark(str(marks), record.job_id, record.node)
+        try:
+            return self._declare(record)
+        except BaseException:
+            if made:
+                drop_mark(str(marks), record.job_id)
+            raise
+
+    def _declare(self, record: StageOut) -> StageOut:
         job_dir = self._job_dir(record.cluster, record.job_id)
         job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         record.declared_at = time.time()
@@ -230,7 +252,7 @@ def submit_declared(
             store.save(record)
         elif record.state != SUBMITTED:
             continue
-        outcomes.append(_outcome(record))
+        outcomes.append(outcome_of(record))
     return outcomes
 
 
@@ -268,7 +290,7 @@ def settle(session_for: Any, user_dir: Path, cluster: str, node: str) -> list[di
     that have (``SUCCEEDED``/``FAILED``)."""
     store = StageOutStore(user_dir)
     pending = [r for r in store.records(cluster, None, node) if r.state == SUBMITTED]
-    return [_outcome(r) for r in refresh(session_for, store, pending) if r.state in FINISHED]
+    return [outcome_of(r) for r in refresh(session_for, store, pending) if r.state in FINISHED]
 
 
 def refresh(session_for: Any, store: StageOutStore, records: list[StageOut]) -> list[StageOut]:
@@ -303,7 +325,7 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _outcome(record: StageOut) -> dict[str, Any]:
+def outcome_of(record: StageOut) -> dict[str, Any]:
     return {
         "key": record.key,
         "source": record.source,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from .config import Config
 from .errors import GcpError, PrivilegeError, mark_user_side
@@ -31,12 +31,16 @@ from .process import ProcessRef
 from .slurmview import SlurmView
 from .userdir import check_user_dir
 
+if TYPE_CHECKING:
+    from .taskcancel import GaveUp
+
 Progress = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
 class Started:
-    """A connected GCP and what is worth logging about how it got there."""
+    """A started GCP (connected, or still connecting: ``instance.connected``) and what is
+    worth logging about how it got there."""
 
     instance: GcpInstance
     note: str | None
@@ -54,6 +58,7 @@ class Started:
             type(inst.pid) is int
             and type(inst.start_ticks) is int
             and type(inst.since) in (int, float)
+            and type(inst.connected) in (int, float, type(None))
             and all(isinstance(t, str) for t in texts)
         ):
             raise TypeError("ill-typed instance")
@@ -98,6 +103,21 @@ class UserActions(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def settle_stage_outs(self, node: str, timeout: float) -> list[dict[str, Any]]: ...
+
+    def cancel_tasks(
+        self, task_ids: list[str], gave_up: GaveUp, retried: bool, timeout: float
+    ) -> list[Cancel]: ...
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """How cancelling one task went (:data:`~globus_tmp.taskcancel.OUTCOMES`), and the
+    outcome document of the stage-out it belongs to, if it is one of this node's."""
+
+    task_id: str
+    outcome: str
+    detail: str
+    stage_out: dict[str, Any] | None = None
 
 
 class ForkedUserActions:
@@ -152,7 +172,8 @@ class ForkedUserActions:
         slot: JobSlot | None = None,
         paths: tuple[str, ...] = (),
     ) -> Started:
-        """``paths``: what GCP exposes besides ``exposed_paths`` (private /tmp exports)."""
+        """``paths``: what GCP exposes besides ``exposed_paths`` (private /tmp exports).
+        With ``start_wait = "spawned"`` it returns once GCP runs, not connected yet."""
         data = run_as_reporting(
             self.user, budget + 3, on_progress, self._start, node, budget, slot, list(paths)
         )
@@ -171,11 +192,14 @@ class ForkedUserActions:
             pool.write_config_paths(entry, (*self.cfg.exposed_paths, *paths))
             log_path = self.log_path(node, entry)
             left = max(deadline - time.monotonic() - 1.0, 1.0)
-            ref = self._gcp().start(entry.config_dir, log_path, min(self.cfg.start_timeout, left))
+            wait = self.cfg.start_wait == "connected"
+            ref = self._gcp().start(
+                entry.config_dir, log_path, min(self.cfg.start_timeout, left), wait=wait
+            )
         except BaseException:
             pool.release(entry.name, self.holder)
             raise
-        return Started(_instance(entry, ref, log_path), note).to_json()
+        return Started(_instance(entry, ref, log_path, connected=wait), note).to_json()
 
     def take_over(self, node: str, ref: ProcessRef, config_dir: Path, budget: float) -> Started:
         data = run_as(
@@ -297,6 +321,27 @@ class ForkedUserActions:
         _http_timeout(timeout)
         return settle(self._session, self._trusted_root(), self.holder.cluster, node)
 
+    def cancel_tasks(
+        self, task_ids: list[str], gave_up: GaveUp, retried: bool, timeout: float
+    ) -> list[Cancel]:
+        """Cancel the tasks with the user's tokens and record it in this node's stage-outs
+        (:mod:`globus_tmp.taskcancel`); one answer per task asked."""
+        data = run_as(
+            self.user, timeout + 3, self._cancel_tasks, task_ids, gave_up, retried, timeout
+        )
+        return _answer("cancel", lambda d: _cancels_of(d, task_ids), data)
+
+    def _cancel_tasks(
+        self, task_ids: list[str], gave_up: GaveUp, retried: bool, timeout: float
+    ) -> list[dict[str, Any]]:
+        from .taskcancel import cancel_and_record
+
+        _http_timeout(timeout)
+        root = self._trusted_root()
+        return cancel_and_record(
+            self._session, root, self.holder.cluster, task_ids, gave_up, retried, timeout
+        )
+
     def _session(self) -> Any:
         from .globusapi import GlobusSession
 
@@ -342,6 +387,23 @@ def _outcomes(data: Any) -> list[dict[str, Any]]:
     return [o for o in data if isinstance(o, dict)] if isinstance(data, list) else []
 
 
+def _cancels_of(data: Any, asked: list[str]) -> list[Cancel]:
+    """The cancel step's answers for the tasks root asked about; a task it does not
+    answer for well is taken as not cancelled (the step is the user's)."""
+    from .taskcancel import OUTCOMES, PENDING
+
+    said = {}
+    for d in data:
+        task_id, outcome, detail = d["task_id"], d["outcome"], d["detail"]
+        stage_out = d.get("stage_out")
+        if task_id in asked and outcome in OUTCOMES and isinstance(detail, str):
+            said[task_id] = Cancel(
+                task_id, outcome, detail, stage_out if isinstance(stage_out, dict) else None
+            )
+    missing = "the cancel step did not answer for it"
+    return [said.get(t) or Cancel(t, PENDING, missing) for t in asked]
+
+
 def _http_timeout(timeout: float) -> None:
     import os
 
@@ -354,7 +416,10 @@ def _job_hash(job_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=4).digest(), "big")
 
 
-def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:
+def _instance(
+    entry: PoolEntry, ref: ProcessRef, log_path: Path, connected: bool = True
+) -> GcpInstance:
+    now = time.time()
     return GcpInstance(
         pid=ref.pid,
         start_ticks=ref.start_ticks,
@@ -362,5 +427,6 @@ def _instance(entry: PoolEntry, ref: ProcessRef, log_path: Path) -> GcpInstance:
         endpoint_name=entry.name,
         config_dir=str(entry.config_dir),
         log_path=str(log_path),
-        since=time.time(),
+        since=now,
+        connected=now if connected else None,
     )

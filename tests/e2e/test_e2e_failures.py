@@ -35,7 +35,9 @@ def test_broken_gcp_fails_open(lab: SlurmLab, broken: str) -> None:
         lab.write_globus_tmp_conf(gcp_path=str(lab.bin_dir / "no-such-globusconnectpersonal"))
     else:
         wrapper = lab.write_gcp_wrapper("gcp-exit-at-once", GCP_EMULATOR_MODE="exit-at-once")
-        lab.write_globus_tmp_conf(gcp_path=str(wrapper))
+        # the job then starts without an endpoint; with "spawned" it would start with one
+        # that its watcher takes back a moment later (tests/hooks/test_hooks.py)
+        lab.write_globus_tmp_conf(gcp_path=str(wrapper), start_wait="connected")
     job = lab.sbatch(user, f"#!/bin/bash\n{probe_cmd(lab)}\n", "-w", node)
     info = lab.wait_jobs([job], timeout=120)[job]
     why = explain(lab, job, user=user)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pwd
 
+from polling import wait_for
 from slurmlab import SlurmLab
 
 from e2e.e2e_jobs import (
@@ -89,3 +90,35 @@ def test_two_users_on_one_node_get_their_own_gcp(lab: SlurmLab) -> None:
         assert starts[u].cli_rc == 0, why
         assert starts[u].env_id == pools[u][0], why
     assert starts["gtalice"].env_id != starts["gtbob"].env_id
+
+
+def _wait_log(lab: SlurmLab, mark: HookLogMark, node: str, text: str) -> None:
+    wait_for(lambda: text in mark.new_text(node), timeout=30, what=f"{text!r} in hooks.log")
+
+
+def test_back_to_back_jobs_of_one_user_reuse_one_lingering_gcp(lab: SlurmLab) -> None:
+    """Issue 18: a user's short jobs one after another on a node (a pipeline, an array,
+    an ``srun`` loop) each found GCP stopped by the previous job's Epilog and paid a cold
+    start, the lease changing hands each time. With ``idle_linger`` the drain keeps the
+    idle GCP up after the last job, and the next job joins it on the fast path."""
+    user, node, count = "gtalice", "n1", 4
+    pool_ids = lab.make_pool(user, 2)
+    lab.write_globus_tmp_conf(idle_linger=20)
+    mark = HookLogMark(lab)
+    script = f"#!/bin/bash\n{probe_cmd(lab, 'start')}\nsleep 1\n"
+    jobs = []
+    for _ in range(count):
+        job = lab.sbatch(user, script, "-w", node)
+        jobs.append(job)
+        info = lab.wait_jobs([job], timeout=60)[job]
+        assert info is not None and info.state == "COMPLETED", explain(lab, job, user=user)
+        _wait_log(lab, mark, node, f"epilog job={job} node={node}")  # GCP handed to the drain
+    why = explain(lab, *jobs, user=user)
+    probes = [p for j in jobs for p in parse_probes(lab.job_output(j, user))]
+    assert len(probes) == count and all(p.cli_rc == 0 for p in probes), why
+    ids = {p.env_id for p in probes}
+    assert len(ids) == 1 and ids <= set(pool_ids), f"endpoint ids {ids}\n{why}"
+    assert len(mark.started_lines(node, user)) == 1, f"GCP started more than once\n{why}"
+    assert mark.new_text(node).count("during its drain") == count - 1, why
+    assert not lab.wait_no_gcp(user, node, timeout=50), f"the linger did not end\n{why}"
+    assert "idle_linger=20 s over" in mark.new_text(node), why

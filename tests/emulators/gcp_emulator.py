@@ -623,9 +623,24 @@ class Instance:
             return "disconnected"
         if self.settings.mode.name == "never-connect" or now < self.connect_at:
             return "connecting"
-        if self.link is not None and not self.link.connected:
+        if self.settings.globus_api and (self.link is None or not self.link.connected):
             return "connecting"
         return "connected"
+
+    def _open_link(self) -> None:
+        """Reach the Globus service (the API emulator) once the connect delay is over, as
+        GCP reaches Globus only when it connects: until then Globus queues its tasks."""
+        from globus_api.link import GcpLink  # sibling package, its light part
+
+        assert self.settings.globus_api
+        self.link = GcpLink(
+            self.settings.globus_api,
+            self.endpoint_id,
+            [(p.path, p.access) for p in self.paths],
+            paused=self.paused,
+            log=self.log.debug,
+            info={"host": socket.gethostname(), "version": GCP_VERSION},
+        ).start()
 
     def transfer_status(self) -> str:
         """``active`` only while a GridFTP child exists, as in real GCP."""
@@ -848,6 +863,9 @@ class Instance:
 
     def _timers(self, now: float) -> bool:
         """Run what is due; return False when the instance must exit."""
+        connectable = self.settings.mode.name != "never-connect" and now >= self.connect_at
+        if self.settings.globus_api and self.link is None and connectable:
+            self._open_link()
         state = self.state(now)
         if state != self.last_state:
             self.log.debug(f"state: {state}")
@@ -890,17 +908,6 @@ class Instance:
             self.relay = Child(RELAY_ROLE, stay=self.settings.mode.name == "leave-children")
             if self.settings.mode.name == "ignore-stop":
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if self.settings.globus_api:
-                from globus_api.link import GcpLink  # sibling package, its light part
-
-                self.link = GcpLink(
-                    self.settings.globus_api,
-                    self.endpoint_id,
-                    [(p.path, p.access) for p in self.paths],
-                    paused=self.paused,
-                    log=self.log.debug,
-                    info={"host": socket.gethostname(), "version": GCP_VERSION},
-                ).start()
             self.log.debug(
                 f"Globus Connect Personal {GCP_VERSION} (emulator) pid {os.getpid()} "
                 f"endpoint {self.endpoint_id} config {self.config_dir}"

@@ -188,6 +188,81 @@ def test_remove_is_refused_while_leased(gsite: Site, api: globus_api.EmulatorSer
     assert endpoint_id not in _state(api)["endpoints"]
 
 
+def test_a_cold_start_returns_before_gcp_connects_and_globus_runs_a_stage_out_once_it_does(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    """Issue 18: the Prolog no longer waits for GCP's connect. The job has its endpoint
+    id at once (``--json`` says not yet connected), a stage-out submitted meanwhile is
+    queued by Globus and runs once GCP connects, and ``--wait`` returns at the connect."""
+    delay = 8.0
+    user = _logged_in_pool(gsite, api, 1)
+    endpoint_id = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
+    collection, root = _collection(api, gsite)
+    url = api.url.rstrip("/")
+    gsite.configure(
+        gcp_path=gsite.gcp_wrapper(
+            "slow", GCP_EMULATOR_GLOBUS_API=url, GCP_EMULATOR_CONNECT_DELAY=f"{delay:g}"
+        )
+    )
+    start = time.monotonic()
+    res = gsite.prolog("615")
+    took = time.monotonic() - start
+    assert res.returncode == 0 and "started GCP" in res.stderr, res.stderr
+    assert took < delay / 2, f"the Prolog took {took:.1f} s: it waited for the connect"
+    shown = gsite.endpoint("gtunit1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["endpoint_id"] == endpoint_id and doc["connected"] is False, doc
+    assert gsite.endpoint("gtunit1").stdout.strip() == endpoint_id
+    digest = _write_random(gsite, "gtunit1", "/tmp/gtunit1-early.bin", 2)
+    res = gsite.endpoint(
+        "gtunit1", "stage-out", "/tmp/gtunit1-early.bin", f"{collection}:/early.bin", "--wait"
+    )
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - start >= delay, "Globus ran it before GCP connected"
+    assert _sha256(root / "early.bin") == digest
+    waited = gsite.endpoint("gtunit1", "--wait", "30", "--json")
+    assert waited.returncode == 0, waited.stderr
+    doc = json.loads(waited.stdout)
+    assert doc["connected"] is True and doc["connected_at"] >= doc["since"], doc
+    assert "connected" in gsite.hook_log() and "after its start" in gsite.hook_log()
+    gsite.epilog("615")
+    Path("/tmp/gtunit1-early.bin").unlink(missing_ok=True)
+
+
+def test_a_gcp_that_never_connects_has_the_tasks_queued_for_it_cancelled_before_its_lease_goes(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    """Issue 18: the job did not wait for the connect, so it may have submitted a task
+    that Globus queued for the entry. When the watcher gives up on the connect it cancels
+    such a task first: released with it, the entry could start on another node, and the
+    task would run from that node's /tmp."""
+    user = _logged_in_pool(gsite, api, 1)
+    collection, _ = _collection(api, gsite)
+    gsite.configure(
+        gcp_path=gsite.gcp_wrapper(
+            "never", GCP_EMULATOR_GLOBUS_API=api.url.rstrip("/"), GCP_EMULATOR_MODE="never-connect"
+        ),
+        start_timeout=5,
+    )
+    assert "started GCP" in gsite.prolog("616").stderr
+    before = set(_state(api)["tasks"])
+    _write_random(gsite, "gtunit1", "/tmp/gtunit1-queued.bin", 1)
+    res = gsite.endpoint("gtunit1", "stage-out", "/tmp/gtunit1-queued.bin", f"{collection}:/q.bin")
+    assert res.returncode == 0, res.stderr
+    (task_id,) = set(_state(api)["tasks"]) - before
+    assert _task(api, task_id)["status"] == "ACTIVE", "queued for an endpoint not connected"
+    wait_for(lambda: "lease ep1 released" in gsite.hook_log(), timeout=40, what="the watcher")
+    task = _task(api, task_id)
+    assert task["status"] == "FAILED" and task["fatal_error"]["code"] == "CANCELED", task
+    log = gsite.hook_log()
+    said = "globus-tmp on n1 stopped a GCP that did not connect within start_timeout=5 s"
+    assert f"{said}" in log and f"task {task_id} cancelled" in log, log
+    assert gcp_processes(user.uid) == [] and not user.registry()
+    gsite.epilog("616")
+    Path("/tmp/gtunit1-queued.bin").unlink(missing_ok=True)
+
+
 def test_stage_out_and_in_with_wait_move_real_bytes(
     gsite: Site, api: globus_api.EmulatorServer
 ) -> None:
@@ -319,6 +394,18 @@ _API_FAULTS = {
 }
 
 
+def _late_gcp_work(api: globus_api.EmulatorServer, user: UnixUser) -> globus_api.AdminClient:
+    """ep1's GCP gets its next two pieces of work 3 s late; the emulator's admin client."""
+    endpoint = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
+    admin = _admin(api)
+    admin._call(
+        "POST",
+        "_emulator/faults",
+        {"route": f"/_emulator/gcp/{endpoint}/work/", "status": 0, "delay": 3.0, "count": 2},
+    )
+    return admin
+
+
 @pytest.mark.parametrize("fault", sorted(_API_FAULTS))
 def test_transfer_api_faults_during_a_drain_never_stop_gcp_under_a_live_task(
     gsite: Site, api: globus_api.EmulatorServer, fault: str
@@ -331,13 +418,7 @@ def test_transfer_api_faults_during_a_drain_never_stop_gcp_under_a_live_task(
     collection, _ = _collection(api, gsite)
     gsite.prolog("660")
     _write_random(gsite, "gtunit1", "/tmp/gtunit1-faults.bin", 5)
-    endpoint = (user.user_dir / "endpoints/ep1/lta/client-id.txt").read_text().strip()
-    admin = _admin(api)
-    admin._call(
-        "POST",
-        "_emulator/faults",
-        {"route": f"/_emulator/gcp/{endpoint}/work/", "status": 0, "delay": 3.0, "count": 2},
-    )
+    admin = _late_gcp_work(api, user)
     res = gsite.endpoint(
         "gtunit1", "stage-out", "/tmp/gtunit1-faults.bin", f"{collection}:/faults.bin"
     )
@@ -426,6 +507,101 @@ def test_stage_out_at_exit_refused_by_the_destination_is_reported(
     text = gsite.endpoint("gtunit1", "stage-status").stdout
     assert "failed" in text and "PERMISSION_DENIED" in text
     Path("/tmp/gtunit1-refused.bin").unlink(missing_ok=True)
+
+
+def _paused_stage_out(
+    gsite: Site, api: globus_api.EmulatorServer, job: str
+) -> tuple[UnixUser, str, str]:
+    """A stage-out declared by ``job`` and submitted by its Epilog, then paused (INACTIVE,
+    GCP idle: only the Transfer API knows it is live); the drain started for it. The user,
+    the task id and the destination."""
+    user = _logged_in_pool(gsite, api, 1)
+    collection, _ = _collection(api, gsite)
+    gsite.prolog(job)
+    admin = _late_gcp_work(api, user)  # so the task is paused before any byte moves
+    _write_random(gsite, "gtunit1", f"/tmp/gtunit1-{job}.bin", 1)
+    destination = f"{collection}:/giveup-{job}.bin"
+    assert _declare(gsite, job, f"/tmp/gtunit1-{job}.bin", destination).returncode == 0
+    res = gsite.epilog(job)
+    assert "1 of 1 stage-out(s) submitted" in res.stderr and "drain pid" in res.stderr, res.stderr
+    (row,) = json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+    admin._call("POST", f"_emulator/tasks/{row['task_id']}/pause", {})
+    return user, str(row["task_id"]), destination
+
+
+def _task(api: globus_api.EmulatorServer, task_id: str) -> dict:  # type: ignore[type-arg]
+    return _state(api)["tasks"][task_id]  # type: ignore[no-any-return]
+
+
+def test_a_drain_that_gives_up_cancels_the_paused_stage_out_before_gcp_stops(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    """Issue 18: a task is bound to the pool entry, not to the node; stopped under it,
+    GCP would leave it to resume from the /tmp of the next node that runs the entry. At
+    linger_max the drain cancels it first, and stage-status and the hook log say so."""
+    gsite.configure(linger_max=4)
+    user, task_id, destination = _paused_stage_out(gsite, api, "720")
+    wait_for(lambda: "lease ep1 released" in gsite.hook_log(), timeout=60, what="the give-up")
+    task = _task(api, task_id)
+    assert task["status"] == "FAILED" and task["fatal_error"]["code"] == "CANCELED", task
+    log = gsite.hook_log()
+    line = f"task {task_id} (stage-out /tmp/gtunit1-720.bin -> {destination}) cancelled"
+    assert line in log, log
+    assert gcp_processes(user.uid) == [] and not user.registry()
+    (row,) = json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+    assert row["state"] == "failed", row
+    assert row["error"].startswith(
+        "cancelled by globus-tmp: the drain on n1 gave up after linger_max=4 s"
+    ), row
+    assert "cancelled by globus-tmp" in gsite.endpoint("gtunit1", "stage-status").stdout
+    assert not gsite.state("gtunit1").get("cancel_holds")
+    Path("/tmp/gtunit1-720.bin").unlink(missing_ok=True)
+
+
+def test_a_cancel_globus_refuses_keeps_the_lease_until_reconcile_gets_through(
+    gsite: Site, api: globus_api.EmulatorServer
+) -> None:
+    """The cancel fails (5xx): the entry stays leased to this node, marked, and shown by
+    status and stage-status, until a later repair cancels the task and releases it."""
+    gsite.configure(linger_max=4)
+    admin = _admin(api)
+    admin._call("POST", "_emulator/faults", {"route": "task_cancel", "status": 503, "count": 100})
+    try:
+        user, task_id, _ = _paused_stage_out(gsite, api, "730")
+        wait_for(
+            lambda: "lease ep1 kept for 1 task(s) to cancel" in gsite.hook_log(),
+            timeout=60,
+            what="the give-up",
+        )
+        assert _task(api, task_id)["status"] == "INACTIVE"
+        log = gsite.hook_log()
+        assert "NOT cancelled: Globus is unavailable or failed (503" in log, log
+        assert gcp_processes(user.uid) == []
+        assert user.registry()["ep1"]["phase"] == "cancelling", "kept from other nodes"
+        status = gsite.admin("status").stdout
+        assert f"lease ep1 HELD FOR CANCEL of task(s) {task_id}" in status, status
+        (row,) = json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+        assert row["state"] == "submitted" and "could not cancel the task yet" in row["note"]
+        assert (
+            "keeps endpoint ep1 from other nodes"
+            in gsite.endpoint("gtunit1", "stage-status").stdout
+        )
+        assert gsite.admin("reconcile").returncode == 0
+        assert user.registry()["ep1"]["phase"] == "cancelling", "the retry waits its time"
+    finally:
+        admin._call("DELETE", "_emulator/faults", None)
+    path = gsite.state_dir() / "users" / "gtunit1.json"
+    doc = json.loads(path.read_text())
+    doc["cancel_holds"]["ep1"]["next_try"] = 0  # the retry's time has come
+    path.write_text(json.dumps(doc))
+    res = gsite.admin("reconcile")
+    assert "1 cancelled or ended, 0 not yet" in res.stdout, res.stdout + res.stderr
+    assert "lease ep1 released" in res.stdout, res.stdout
+    assert _task(api, task_id)["fatal_error"]["code"] == "CANCELED"
+    assert not user.registry()
+    (row,) = json.loads(gsite.endpoint("gtunit1", "stage-status", "--json").stdout)
+    assert row["state"] == "failed" and "(cancelled at " in row["error"] and not row["note"]
+    Path("/tmp/gtunit1-730.bin").unlink(missing_ok=True)
 
 
 def test_bad_stage_out_declarations_get_one_line_naming_the_fix(

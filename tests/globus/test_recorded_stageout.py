@@ -28,12 +28,15 @@ DEST = "5a8d3a0c-1f7e-4d0e-8c52-0b1b2f0f9a11"
 
 def _declare(user_dir: Path, source: Path) -> StageOutStore:
     store = StageOutStore(user_dir)
+    marks = user_dir / "marks"  # the node's declared/<user> stands beside it here
+    marks.mkdir(mode=0o700, exist_ok=True)
     store.declare(
         StageOut(
             cluster="c", job_id="5", node="n1", seq=0, source=str(source),
             source_path=str(source), destination_endpoint=DEST, destination_path="/x/",
             label="globus-tmp job 5",
-        )
+        ),
+        marks,
     )  # fmt: skip
     return store
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 from hooksite import BIN, Site, gcp_processes
 
@@ -21,6 +22,7 @@ def test_status_shows_gcp_jobs_leases_and_drain(site: Site) -> None:
     site.users["gtunit1"].make_pool(1)
     site.prolog("1")
     site.prolog("2")
+    site.wait_connected()
     view = _status(site)
     (user,) = view["users"]
     assert user["user"] == "gtunit1" and user["jobs"] == ["1", "2"] and user["gcp_alive"]
@@ -36,6 +38,34 @@ def test_status_shows_gcp_jobs_leases_and_drain(site: Site) -> None:
     # any user may look: node state is readable by all
     as_user = site.as_user("gtunit1", [str(BIN / "globus-tmp-admin"), "--node", "n1", "status"])
     assert as_user.returncode == 0 and "gtunit1" in as_user.stdout, as_user.stderr
+
+
+def test_status_says_why_an_idle_gcp_is_up_and_the_next_job_joins_it(site: Site) -> None:
+    """Issue 18: after the last job GCP lingers ``idle_linger`` for the user's next job
+    (status says so, and until when); a job arriving meanwhile joins it."""
+    user = site.users["gtunit1"]
+    user.make_pool(1)
+    site.configure(
+        idle_linger=15, gcp_path=site.gcp_wrapper("slow", GCP_EMULATOR_CONNECT_DELAY="4")
+    )
+    assert "started GCP" in site.prolog("5").stderr
+    assert "connecting" in site.admin("status").stdout  # the Prolog did not wait for it
+    site.wait_connected()
+    (gcp,) = gcp_processes(user.uid)
+    res = site.epilog("5")
+    assert "idle_linger=15 s: drain pid" in res.stderr and "next job" in res.stderr, res.stderr
+    text = site.admin("status").stdout
+    assert "idle_linger for the next job: " in text, text
+    view = _status(site)["users"][0]
+    assert view["phase"] == "draining" and view["idle_until"] > time.time() + 8, view
+    res = site.prolog("6")
+    assert "joined GCP" in res.stderr and "during its drain" in res.stderr, res.stderr
+    assert [p.pid for p in gcp_processes(user.uid)] == [gcp.pid]
+    site.epilog("6")
+    res = site.admin("drain-cancel", "--user", "gtunit1")  # no need to wait out the linger
+    assert res.returncode == 0, res.stderr
+    site.wait_gcp_stopped()
+    assert user.registry() == {}
 
 
 def test_stop_refuses_under_a_job_and_ends_a_drain_before_maintenance(site: Site) -> None:

@@ -3,15 +3,29 @@ GCP emulator. Each test names the guarantee of the core issue it proves."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import stat
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
-from hooksite import Site, all_user_processes, gcp_processes
+from hooksite import (
+    BIN,
+    USER_DIR,
+    Site,
+    UnixUser,
+    all_user_processes,
+    blocks,
+    ensure_user,
+    gcp_processes,
+    hung_file_system,
+    kill_user_processes,
+)
 from polling import wait_for
 
 
@@ -158,10 +172,42 @@ def test_missing_gcp_fails_open(site: Site) -> None:
     assert site.users["gtunit1"].registry() == {}, "a failed start gives its lease back"
 
 
+def _assert_fails_after_it_returned(site: Site, cause: str, bound: float) -> None:
+    """``start_wait = "spawned"`` (the default): the Prolog returns once GCP is spawned;
+    its watcher finds the failure within ``bound``, stops GCP and frees the lease, and
+    the job's lookup (``--wait`` too: the failure is the answer) then says why."""
+    user = site.users["gtunit1"]
+    start = time.monotonic()
+    res = site.prolog("70")
+    took = time.monotonic() - start
+    assert res.returncode == 0 and "started GCP" in res.stderr, res.stderr
+    assert took < 8, f"the Prolog waited {took:.1f} s for the connect"
+    waited = site.endpoint("gtunit1", "--wait", f"{bound:g}")
+    assert waited.returncode == 1 and cause in waited.stderr, waited.stderr
+    assert time.monotonic() - start < bound, "the failure ends the --wait"
+    assert len(waited.stderr.strip().splitlines()) == 1, waited.stderr
+    wait_for(lambda: not gcp_processes(user.uid), timeout=bound, what="GCP to be stopped")
+    assert user.registry() == {}, "the watcher gives the lease back"
+    assert [line for line in site.hook_log().splitlines() if cause in line], site.hook_log()
+    task = site.taskprolog()
+    assert task.returncode == 0 and task.stdout.startswith("print globus-tmp:"), task.stdout
+    assert site.epilog("70").returncode == 0
+
+
 def test_gcp_exiting_at_once_fails_open(site: Site) -> None:
     site.users["gtunit1"].make_pool(1)
     site.configure(gcp_path=site.gcp_wrapper("exit", GCP_EMULATOR_MODE="exit-at-once"))
-    _assert_fails_open(site, "GCP exited at once")
+    _assert_fails_after_it_returned(site, "exited before it connected", bound=15)
+    assert "log: " in site.hook_log()
+
+
+def test_gcp_exiting_at_once_fails_the_prolog_that_waits_for_the_connect(site: Site) -> None:
+    site.users["gtunit1"].make_pool(1)
+    site.configure(
+        gcp_path=site.gcp_wrapper("exit", GCP_EMULATOR_MODE="exit-at-once"),
+        start_wait="connected",
+    )
+    _assert_fails_open(site, "GCP exited before it connected")
     assert "log: " in site.hook_log()
 
 
@@ -169,6 +215,16 @@ def test_gcp_never_connecting_fails_open_within_start_timeout(site: Site) -> Non
     site.users["gtunit1"].make_pool(1)
     site.configure(
         gcp_path=site.gcp_wrapper("never", GCP_EMULATOR_MODE="never-connect"), start_timeout=3
+    )
+    _assert_fails_after_it_returned(site, "did not connect within start_timeout=3 s", bound=15)
+
+
+def test_gcp_never_connecting_with_start_wait_connected_holds_the_prolog(site: Site) -> None:
+    site.users["gtunit1"].make_pool(1)
+    site.configure(
+        gcp_path=site.gcp_wrapper("never", GCP_EMULATOR_MODE="never-connect"),
+        start_timeout=3,
+        start_wait="connected",
     )
     _assert_fails_open(site, "did not connect within 3 s", bound=10)
 
@@ -301,6 +357,105 @@ def test_untrusted_state_dir_is_refused(site: Site) -> None:
     assert res.returncode == 0
     assert "writable by group/others" in res.stderr
     assert gcp_processes(site.users["gtunit1"].uid) == []
+
+
+# 5b. stage-out marks: the home is read at a job's end only if the job declared ----------
+
+
+HUNG_HOMES = Path("/var/tmp/globus-tmp-test-homes")
+"""Where the home of ``gthung`` is: a hung file system is mounted over it in a test."""
+
+
+@contextlib.contextmanager
+def _user_of_its_own(site: Site) -> Iterator[UnixUser]:
+    """``gthung``, a test user no other test run on this machine shares (the gtunit
+    users' processes and GCP control sockets are everyone's), with a one-entry pool
+    under the site (``user_dir`` off its home); its processes are killed at the end."""
+    HUNG_HOMES.mkdir(mode=0o755, exist_ok=True)
+    pw = ensure_user("gthung", HUNG_HOMES / "gthung")
+    pools = site.root / "pools"
+    user = UnixUser(pw.pw_name, pw.pw_uid, pw.pw_gid, pools / pw.pw_name)
+    user.home.mkdir(mode=0o755, parents=True)
+    site.users = {**site.users, user.name: user}
+    site.configure(user_dir=str(pools / "%u" / USER_DIR[2:]))
+    user.make_pool(1)
+    try:
+        yield user
+    finally:
+        kill_user_processes(user.uid)
+        Path(f"/tmp/globusconnect_{user.uid}.sock").unlink(missing_ok=True)
+
+
+def test_a_not_last_epilog_never_waits_on_a_hung_home(site: Site) -> None:
+    """Every Epilog listed the job's stage-out records in the home (a step as the user,
+    which also began with a chdir into the home): on a hung home file system every
+    job's end waited out that step's 30 s, declared or not. Now a job without a mark on
+    the node leaves at once; its mark step starts in /, not in the home."""
+    with _user_of_its_own(site) as user:
+        site.prolog("81", user.name)
+        site.prolog("82", user.name)
+        with hung_file_system(HUNG_HOMES):
+            assert blocks(["stat", str(HUNG_HOMES / user.name)])  # the home hangs, for real
+            start = time.monotonic()
+            res = site.epilog("81", user.name)
+            took = time.monotonic() - start
+        assert took < 10, f"the not-last Epilog took {took:.1f} s: {res.stderr}"
+        assert "1 job(s) remain" in res.stderr and "could not" not in res.stderr, res.stderr
+        assert sorted(site.state(user.name)["jobs"]) == ["82"]
+        site.epilog("82", user.name)
+        site.wait_gcp_stopped(user.name)
+
+
+def test_a_mount_over_the_users_marks_dir_stalls_no_prolog_and_costs_its_epilog_a_bound(
+    site: Site,
+) -> None:
+    """``declared/<user>`` is the user's: they may mount something there (fusermount).
+    Root never looks inside (the Prolog only tries a mkdir); the Epilog's mark step as
+    the user gives up at its bound and reads the home instead, within the step budget."""
+    with _user_of_its_own(site) as user:
+        site.prolog("83", user.name)
+        marks = site.state_dir() / "declared" / user.name
+        st = os.lstat(marks)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (user.uid, user.gid, 0o700)
+        assert stat.S_IMODE(os.lstat(marks.parent).st_mode) == 0o711
+        with hung_file_system(marks):
+            assert blocks(["stat", str(marks / "84")])
+            start = time.monotonic()
+            res = site.prolog("84", user.name)
+            took = time.monotonic() - start
+            assert took < 8 and "joined GCP" in res.stderr, f"{took:.1f} s: {res.stderr}"
+            start = time.monotonic()
+            res = site.epilog("84", user.name)
+            took = time.monotonic() - start
+        assert took < 20, f"the Epilog took {took:.1f} s: {res.stderr}"
+        assert "stage-out mark not looked at" in res.stderr, res.stderr
+        assert "1 job(s) remain" in res.stderr and "could not" not in res.stderr, res.stderr
+        assert sorted(site.state(user.name)["jobs"]) == ["83"]
+        site.epilog("83", user.name)
+        site.wait_gcp_stopped(user.name)
+
+
+def test_a_declaration_leaves_a_mark_the_epilog_takes(site: Site) -> None:
+    with _user_of_its_own(site) as user:
+        site.as_user(user.name, ["touch", str(user.user_dir / "tokens.db")])  # "logged in"
+        site.prolog("85", user.name)
+        site.prolog("86", user.name)
+        marks = site.state_dir() / "declared" / user.name
+        os.rmdir(marks)  # as if an older Prolog had run here
+        dest = "5a8d3a0c-1f7e-4d0e-8c52-0b1b2f0f9a11:/x"
+        declare = [str(BIN / "globus-tmp-endpoint"), "stage-out", "--at-exit", "/tmp/x", dest]
+        res = site.as_user(user.name, declare, job="85")
+        assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "Prolog did not run" in res.stderr and "nothing declared" in res.stderr
+        assert not (user.user_dir / "stage-out").exists()
+        site.prolog("85", user.name)  # a Prolog of this version (a rerun) makes it again
+        res = site.as_user(user.name, declare, job="85")
+        assert res.returncode == 0 and "declared" in res.stdout, res.stderr
+        assert os.listdir(marks) == ["85"] and os.lstat(marks / "85").st_uid == user.uid
+        res = site.epilog("85", user.name)  # not the last job; no Globus: it fails to submit
+        assert "stage-out" in res.stderr and os.listdir(marks) == [], res.stderr
+        site.epilog("86", user.name)
+        site.wait_gcp_stopped(user.name)
 
 
 # 6. GCP killed from outside -----------------------------------------------------------

@@ -71,6 +71,7 @@ def test_gcp_runs_in_its_own_cgroup_with_limits_and_it_goes_with_gcp(
     want = f"/{parent}/n1-gtunit1"
 
     assert site.prolog("1").returncode == 0
+    site.wait_connected()  # its watcher's -status steps (the user's, not GCP's) are over
     (gcp,) = gcp_processes(user.uid)
     # GCP and every helper it forked (the emulator's relay and GridFTP stand-ins)
     procs = all_user_processes(user.uid)

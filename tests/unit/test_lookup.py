@@ -13,6 +13,7 @@ import pytest
 from globus_tmp import lookup as lookup_module
 from globus_tmp import nodestate
 from globus_tmp.config import parse_config
+from globus_tmp.lifecycle import unwatched
 from globus_tmp.lookup import EndpointInfo, NoEndpoint, lookup
 from globus_tmp.nodestate import GcpInstance, HeldTmp, StartRecord, UserNodeState
 from globus_tmp.phases import Phase
@@ -22,7 +23,9 @@ from globus_tmp.process import ProcessRef
 def test_keys_are_those_nodestate_writes() -> None:
     written = set(UserNodeState(user="a", uid=1).to_json())
     assert written | {"recovered_from"} == lookup_module._STATE_KEYS  # read, never written
-    assert {f.name for f in dataclasses.fields(GcpInstance)} == lookup_module._INSTANCE_KEYS
+    assert {f.name for f in dataclasses.fields(GcpInstance)} == (
+        lookup_module._INSTANCE_KEYS | lookup_module._INSTANCE_OPTIONAL
+    )
 
 
 def _running_state() -> dict[str, Any]:
@@ -66,6 +69,10 @@ def _variants() -> list[Any]:
         changed(starting={"entry": "ep1", "other": 1}),
         changed(stage_tasks="t1"),
         changed(release_pending=[1]),
+        changed(cancel_holds={"ep1": {"tasks": ["t1"], "since": 1.0, "until": 2.0}}),
+        changed(cancel_holds={"ep1": {"tasks": ["t1"]}}),
+        changed(cancel_holds={"ep1": {"tasks": ["t1"], "since": 1.0, "until": 2.0, "x": 1}}),
+        changed(cancel_holds=[]),
         {k: v for k, v in base.items() if k != "uid"},
         [],
         "not json",
@@ -95,6 +102,11 @@ def _old_outcome(root: Path, cfg: Any, node: str, job: str | None) -> EndpointIn
     inst = state.instance
     if inst is None:
         return f"no endpoint for {user} on {node}: none runs (no job of yours needs it)"
+    if state.phase == Phase.STOPPING and state.jobs:  # its watcher stops it (issue 18)
+        return (
+            f"the endpoint of {user} on {node} did not connect and is being stopped; "
+            f"log: {inst.log_path}"
+        )
     if state.phase == Phase.STOPPING:
         return f"the endpoint of {user} on {node} is stopping (your last job here ended)"
     if not inst.process.alive():
@@ -148,4 +160,25 @@ def test_no_state_file_and_the_json_of_a_found_endpoint(tmp_path: Path) -> None:
         "pid": os.getpid(),
         "log": "/cfg/log",
         "job_tmp": "/tmp/held/12",
+        "connected": False,  # still connecting
+        "connected_at": None,
     }
+
+
+def test_an_instance_written_before_connects_were_watched_counts_as_connected(
+    tmp_path: Path,
+) -> None:
+    """An older Prolog recorded the instance only once GCP had connected, and wrote no
+    ``connected``: after an upgrade it must not look like a GCP still connecting (a
+    watcher would stop it, under live jobs, if a ``-status`` came late)."""
+    cfg = parse_config({"state_dir": f"{tmp_path}/%n"}, "t")
+    doc = _running_state()
+    del doc["instance"]["connected"]
+    users = tmp_path / "n1" / "users"
+    users.mkdir(parents=True)
+    (users / "alice.json").write_text(json.dumps(doc))
+    shown = lookup(cfg, "n1", "alice", "12").as_json()
+    assert shown["connected"] is True and shown["connected_at"] == 1700000000.5
+    state = nodestate.read_state_snapshot(tmp_path / "n1", "alice")
+    assert state is not None and state.instance is not None
+    assert state.instance.connected == 1700000000.5 and not unwatched(state)

@@ -35,7 +35,9 @@ def test_phases_are_the_words_on_disk(store: NodeStateStore) -> None:
     state.phase = Phase.RUNNING
     store.write(state)
     doc = json.loads(store.path("alice").read_text())
-    assert doc == {**LEGACY, "phase": "running", "updated": doc["updated"]}
+    added = {"watch_pid": None, "watch_start_ticks": None, "idle_until": None}  # with defaults
+    doc_rest = {"phase": "running", "updated": doc["updated"], "cancel_holds": {}}
+    assert doc == {**LEGACY, **added, **doc_rest}
 
 
 def test_an_unknown_phase_is_an_unreadable_file(store: NodeStateStore) -> None:

@@ -140,6 +140,37 @@ def test_a_killed_drain_keeps_its_lease_until_its_deadline(pool: EndpointPool) -
     assert entry.name == "ep1"
 
 
+def test_a_lease_kept_for_a_task_to_cancel_runs_nowhere_until_its_deadline(
+    pool: EndpointPool,
+) -> None:
+    """Issue 18: Globus resumes a task through whichever node runs the entry next, from
+    that node's /tmp. Kept for a cancel, the entry is taken by nobody, not even on proof
+    that the holder is down, nor by the holder itself for a new GCP; only ``running``
+    or a release lifts it, never a drain's mark."""
+    _entry(pool, "ep1")
+    _entry(pool, "ep2")
+    pool.lease("alice", node("n1"), NEVER)
+    until = time.time() + 3600
+    assert pool.mark("ep1", node("n1"), "cancelling", until)
+    assert pool.mark("ep1", node("n1"), "draining", time.time() + 60)  # a GCP run again
+    record = pool.leases()["ep1"]
+    assert (record.phase, record.drain_until) == ("cancelling", until), "the stronger mark"
+    assert "kept for a Globus task to cancel until" in record.describe()
+    rebooted = _prover(busy={"n2"}, down={"n1"})  # n1 down, n2 runs a job
+    entry, _ = pool.lease("alice", node("n2"), rebooted)
+    assert entry.name == "ep2"
+    with pytest.raises(PoolExhaustedError, match=r"ep1 held by c1/n1 .*task to cancel"):
+        pool.lease("alice", node("n3"), rebooted)
+    pool.release("ep2", node("n2"))
+    again, _ = pool.lease("alice", node("n1"), NEVER)
+    assert again.name == "ep2", "the holder starts its next GCP from another entry"
+    assert pool.mark("ep1", node("n1"), "running", None)  # the cancel is done
+    assert pool.leases()["ep1"].phase == "running"
+    pool.mark("ep1", node("n1"), "cancelling", time.time() - 1)  # the hold expired
+    entry, note = pool.lease("alice", node("n3"), rebooted)
+    assert entry.name == "ep1" and note and "rebooted" in note
+
+
 def test_registry_json_is_migrated_on_first_use(pool: EndpointPool) -> None:
     _entry(pool, "ep1")
     _entry(pool, "ep2")

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from globus_tmp.errors import GlobusTmpError
-from globus_tmp.hooklog import HookLog
 from globus_tmp.job import UserIdentity
 from globus_tmp.nodestate import NodeStateStore
 from globus_tmp.slurmconf import SlurmSettings, read_slurm_settings
 
-from unit.lifecycles import lifecycle_with
+from unit.lifecycles import ErrorLines, lifecycle_with
 
 
 def _settings(tmp_path: Path, text: str) -> SlurmSettings:
@@ -41,15 +40,6 @@ def test_prolog_flags_imply_others_as_read_config_does(
     assert settings.run_in_job == ("runinjob" in effective)
 
 
-class _Lines(HookLog):
-    def __init__(self) -> None:
-        super().__init__("test", to_stderr=False)
-        self.errors: list[str] = []
-
-    def error(self, message: str) -> None:
-        self.errors.append(message)
-
-
 class _Refuse:
     def start(self, *args: object, **kwargs: object) -> object:
         raise GlobusTmpError("not started in this test")
@@ -58,7 +48,7 @@ class _Refuse:
 def test_a_start_under_run_in_job_says_so_in_one_line(tmp_path: Path) -> None:
     store = NodeStateStore(tmp_path / "state")
     store.ensure()
-    log = _Lines()
+    log = ErrorLines()
     lifecycle = lifecycle_with(store, log, _Refuse())
     lifecycle._slurm = _settings(tmp_path, "PrologFlags=RunInJob\n")
     user = UserIdentity("alice", 1000, 1000, "/home/alice")

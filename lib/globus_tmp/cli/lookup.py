@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from ..lookup import EndpointInfo, NoEndpoint, lookup
+from ..lookup import EndpointChanging, EndpointInfo, NoEndpoint, lookup
 from ..quickconfig import quick_lookup_config
 from .output import Output
 
@@ -45,7 +45,8 @@ def user_name() -> str:
 def this_node(
     cfg: LookupSettings, user: str, env: Mapping[str, str], wait: float | None = None
 ) -> EndpointInfo:
-    """This node's endpoint for ``user``; with ``wait``, retried until it is connected."""
+    """This node's endpoint for ``user`` (at once, connected or not: the id is known
+    before GCP connects); with ``wait``, retried until GCP is connected."""
     if not wait:
         return lookup(cfg, node_name(env), user, env.get("SLURM_JOB_ID"))
     import time
@@ -53,11 +54,19 @@ def this_node(
     deadline = time.monotonic() + wait
     while True:
         try:
-            return lookup(cfg, node_name(env), user, env.get("SLURM_JOB_ID"))
-        except NoEndpoint:
+            info = lookup(cfg, node_name(env), user, env.get("SLURM_JOB_ID"))
+        except EndpointChanging:
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(0.5)
+        else:
+            if info.connected is not None:
+                return info
+            if time.monotonic() >= deadline:
+                raise NoEndpoint(
+                    f"the endpoint {info.endpoint_id} of {user} on {info.node} did not connect "
+                    f"within {wait:g} s (it may still: GCP has start_timeout); log: {info.log}"
+                )
+        time.sleep(0.5)
 
 
 def node_name(env: Mapping[str, str]) -> str:

@@ -93,6 +93,8 @@ def list_text(rows: Sequence[Mapping[str, object]], endpoints_dir: str) -> str:
             where = f"leased to {row['node']} since {_when(row['since'])}"
             if row["phase"] == "draining" and row["drain_until"]:
                 where += f", draining until {_when(row['drain_until'])}"
+            elif row["phase"] == "cancelling" and row["drain_until"]:
+                where += f", kept for a task to cancel until {_when(row['drain_until'])}"
         connected = row["gcp_connected"]
         lines.append(
             f"{row['name']:<12} {row['endpoint_id']}  {where:<40} "

@@ -96,6 +96,7 @@ def _declare(ctx: Context, info: EndpointInfo, args: argparse.Namespace) -> Outp
     """``stage-out --at-exit``: record it for the Epilog; no network, nothing submitted."""
     import uuid
 
+    from ..nodestate import marks_dir
     from ..slurmconf import cluster_name
     from ..stageout import StageOut, StageOutError, StageOutStore, translate
     from ..transfers import Place
@@ -123,6 +124,7 @@ def _declare(ctx: Context, info: EndpointInfo, args: argparse.Namespace) -> Outp
         raise StageOutError(
             f"not logged in to Globus: the Epilog submits with your tokens; run '{PROG} login'"
         )
+    marks = marks_dir(ctx.cfg.state_dir_for(info.node), ctx.user.name)
     record = StageOutStore(ctx.user_dir).declare(
         StageOut(
             cluster=cluster_name(ctx.cfg, os.environ),
@@ -136,7 +138,8 @@ def _declare(ctx: Context, info: EndpointInfo, args: argparse.Namespace) -> Outp
             label=args.label or f"globus-tmp job {job_id} stage-out",
             sync_level=args.sync_level,
             verify_checksum=args.verify_checksum,
-        )
+        ),
+        marks,
     )
     return Output(
         f"declared: {path} -> {args.destination} when job {job_id} ends on {info.node} "
@@ -187,6 +190,8 @@ def status_text(rows: list[dict[str, Any]], which: str, root: str) -> str:
         )
         if r["error"]:
             lines.append(f"{'':<10} {r['error']}")
+        if r.get("note"):
+            lines.append(f"{'':<10} {r['note']}")
     return "\n".join(lines)
 
 

@@ -91,6 +91,7 @@ class ConfigWriter(LabBase):
             "start_timeout": 30,
             "stop_grace": 10,
             "linger_max": 120,
+            "idle_linger": 0,  # GCP stops once idle, as most tests expect; theirs set it
             "linger_poll_seconds": 2,
             "on_failure": "continue",
         }
