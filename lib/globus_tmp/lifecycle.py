@@ -597,6 +597,8 @@ class NodeLifecycle:
             export, held = state.job_tmp.get(job.job_id), job.job_id in state.holds
             if export and not held:  # nothing kept: the export shows a deleted directory
                 del state.job_tmp[job.job_id]
+            if not state.jobs:
+                self._rearm_linger(state)
             self.store.write(state)
         failpoint("epilog.after_remove")
         what = "removed job" if known else "job was not in the job set"
@@ -622,6 +624,22 @@ class NodeLifecycle:
                 user, state, f"{what}; {len(state.jobs)} job(s) remain, GCP stays"
             )
         return f"{what}; last job: " + self.after_last_job(user, tasks)
+
+    def _rearm_linger(self, state: UserNodeState) -> None:
+        """The user's last job ended while a drain runs that a job joined since it began
+        (a short job, come and gone between two of the drain's looks): the drain lingers
+        again for the next job. Set in the same write as the job's removal, so the drain
+        never finds the node empty with its linger over; ``after_last_job`` then hands the
+        linger to a fresh drain (the joined one's ``linger_max`` is not known)."""
+        drain = state.drain
+        if self.cfg.idle_linger <= 0 or drain is None or state.live_instance() is None:
+            return
+        if not drain.alive():
+            return
+        now = time.time()
+        cap = state.drain_until if state.drain_until is not None else now + self.cfg.linger_max
+        state.idle_until = max(state.idle_until or 0.0, min(now + self.cfg.idle_linger, cap))
+        state.phase = Phase.DRAINING
 
     def reconcile_jobs(self, state: UserNodeState) -> str:
         """Drop jobs older than ``job_grace`` that are proven gone (a skipped epilog)."""
@@ -800,6 +818,11 @@ class NodeLifecycle:
             return _notes(repaired, "no GCP to stop")
         drain = state.drain
         if drain is not None and drain.alive():
+            if self.cfg.idle_linger > 0 and state.drain_until is None:  # a job joined it
+                from .activity import Activity
+
+                activity = Activity(False, f"idle_linger={self.cfg.idle_linger:g} s", True)
+                return _notes(repaired, self._launch_drain(user, activity, replace=True))
             return _notes(repaired, f"drain pid {drain.pid} already keeps GCP up")
         if state.drain_until is not None and time.time() >= state.drain_until:
             why = self._give_up_tasks(
@@ -822,16 +845,18 @@ class NodeLifecycle:
             return _notes(repaired, self.stop_if_unused(user, activity.detail))
         return _notes(repaired, self._launch_drain(user, activity))
 
-    def _launch_drain(self, user: UserIdentity, activity: Activity) -> str:
+    def _launch_drain(self, user: UserIdentity, activity: Activity, replace: bool = False) -> str:
+        """Hand GCP to a new drain; with ``replace``, in place of a live one a job joined
+        since (it steps aside when it sees itself replaced), with a fresh ``linger_max``."""
         with self.store.jobs_lock(user.name, self._left()):
             state = self._read(user)
             if state.jobs:
                 return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays"
             drain = state.drain
-            if drain is not None and drain.alive():
+            if drain is not None and drain.alive() and not replace:
                 return f"drain pid {drain.pid} already keeps GCP up"
             now = time.time()
-            until = state.drain_until or now + self.cfg.linger_max
+            until = (None if replace else state.drain_until) or now + self.cfg.linger_max
             ref = self.drains.launch(user, self.node, until)
             state.drain, state.drain_until, state.phase = ref, until, Phase.DRAINING
             state.idle_until = min(now + self.cfg.idle_linger, until)
@@ -868,11 +893,23 @@ class NodeLifecycle:
 
     def stop_if_unused(self, user: UserIdentity, why: str) -> str:
         """Stop the user's GCP and give its lease back, unless a job has joined."""
+        said = self._stop_if_unused(user, why, None)
+        assert said is not None  # only a drain's stop can find its linger re-armed
+        return said
+
+    def _stop_if_unused(self, user: UserIdentity, why: str, drain: ProcessRef | None) -> str | None:
+        """``stop_if_unused``; as the drain ``drain``: not if another drain took over,
+        and None (look again) if a job came and went since its look and the linger is
+        on again (``_rearm_linger``): decided under the lock the Epilog writes under."""
         with self.store.gcp_lock(user.name, self._left()):
             with self.store.jobs_lock(user.name, self._left()):
                 state = self._read(user)
                 if state.jobs:
                     return f"kept GCP: job(s) {','.join(sorted(state.jobs))} joined meanwhile"
+                if drain is not None and state.drain != drain:
+                    return "another drain or hook took over; this one ends"
+                if drain is not None and (state.idle_until or 0.0) > time.time():
+                    return None
                 instance = state.instance
                 if instance is None:
                     state.phase = Phase.IDLE
@@ -1091,67 +1128,73 @@ class NodeLifecycle:
         live_tasks = tuple(self.store.read(user.name, user.uid).drain_tasks)
         marked = False
         blind = False  # the API cannot be asked about tasks it showed live
-        while True:
-            with self.store.jobs_lock(user.name, self._left()):
-                state = self._read(user)
-                if state.jobs or state.drain != me:
-                    if state.drain == me:
-                        state.clear_drain()
-                        self.store.write(state)
-                    if state.jobs:
-                        return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays up"
-                    return "another drain or hook took over; this one ends"
-                instance = state.live_instance()
-            if instance is None:
-                why = "GCP exited during the drain"
-                break
-            fresh = not marked  # the first look asks afresh: the Epilog did not ask
-            if fresh:
-                marked = True
-                self._mark_draining(user, instance.endpoint_name, until)
-            failpoint("drain.poll")
-            lingering = max((state.idle_until or 0.0) - time.time(), 0.0)
-            bound = min(_STEP_TIMEOUT, max(until - time.time(), 1.0))
-            actions = self.actions_for(user)
-            activity = self.activity.check(actions, instance, bound, shared=not fresh)
-            now = time.monotonic()
-            if not activity.active and activity.verified and not lingering:
-                linger = (
-                    f"idle_linger={self.cfg.idle_linger:g} s over; " if state.idle_until else ""
-                )
-                why = f"{linger}transfer over ({activity.detail})"
-                break
-            if activity.verified:
-                self._settle_stage_outs(user, activity.tasks)
-            if activity.verified and live_tasks != activity.tasks:
-                live_tasks = activity.tasks
+        while True:  # again when a job came and went during the last look
+            while True:
                 with self.store.jobs_lock(user.name, self._left()):
                     state = self._read(user)
-                    if state.drain == me:
-                        state.drain_tasks = list(live_tasks)
-                        self.store.write(state)
-            blind_now = not activity.verified and bool(live_tasks)
-            if blind_now and not blind:  # once per outage, not once per poll
-                self.log.info(f"task(s) {', '.join(live_tasks)} taken as live: {activity.detail}")
-            blind = blind_now
-            if blind or activity.active:
-                idle_since = None
-            elif activity.verified:
-                idle_since = None  # the API's word needs no waiting: only the linger
-            else:
-                idle_since = now if idle_since is None else idle_since
-                if now - idle_since >= self.cfg.linger_unverified and not lingering:
-                    why = f"idle for {now - idle_since:.0f} s ({activity.detail})"
+                    if state.jobs or state.drain != me:
+                        if state.drain == me:
+                            state.clear_drain()
+                            self.store.write(state)
+                        if state.jobs:
+                            return f"job(s) {','.join(sorted(state.jobs))} joined; GCP stays up"
+                        return "another drain or hook took over; this one ends"
+                    instance = state.live_instance()
+                if instance is None:
+                    why = "GCP exited during the drain"
                     break
-            if time.time() >= until:
-                why = f"gave up after linger_max={self.cfg.linger_max:g} s ({activity.detail})"
-                why = self._give_up_tasks(user, live_tasks, instance, why)
-                break
-            nap = min(self.cfg.linger_poll_seconds, until - time.time())
-            if lingering and not (blind or activity.active):
-                nap = min(nap, lingering)  # look again as the linger ends
-            time.sleep(max(nap, 0.1))
-        return self.stop_if_unused(user, why)
+                fresh = not marked  # the first look asks afresh: the Epilog did not ask
+                if fresh:
+                    marked = True
+                    self._mark_draining(user, instance.endpoint_name, until)
+                failpoint("drain.poll")
+                lingering = max((state.idle_until or 0.0) - time.time(), 0.0)
+                bound = min(_STEP_TIMEOUT, max(until - time.time(), 1.0))
+                actions = self.actions_for(user)
+                activity = self.activity.check(actions, instance, bound, shared=not fresh)
+                now = time.monotonic()
+                if not activity.active and activity.verified and not lingering:
+                    linger = (
+                        f"idle_linger={self.cfg.idle_linger:g} s over; " if state.idle_until else ""
+                    )
+                    why = f"{linger}transfer over ({activity.detail})"
+                    break
+                if activity.verified:
+                    self._settle_stage_outs(user, activity.tasks)
+                if activity.verified and live_tasks != activity.tasks:
+                    live_tasks = activity.tasks
+                    with self.store.jobs_lock(user.name, self._left()):
+                        state = self._read(user)
+                        if state.drain == me:
+                            state.drain_tasks = list(live_tasks)
+                            self.store.write(state)
+                blind_now = not activity.verified and bool(live_tasks)
+                if blind_now and not blind:  # once per outage, not once per poll
+                    self.log.info(
+                        f"task(s) {', '.join(live_tasks)} taken as live: {activity.detail}"
+                    )
+                blind = blind_now
+                if blind or activity.active:
+                    idle_since = None
+                elif activity.verified:
+                    idle_since = None  # the API's word needs no waiting: only the linger
+                else:
+                    idle_since = now if idle_since is None else idle_since
+                    if now - idle_since >= self.cfg.linger_unverified and not lingering:
+                        why = f"idle for {now - idle_since:.0f} s ({activity.detail})"
+                        break
+                if time.time() >= until:
+                    why = f"gave up after linger_max={self.cfg.linger_max:g} s ({activity.detail})"
+                    why = self._give_up_tasks(user, live_tasks, instance, why)
+                    break
+                nap = min(self.cfg.linger_poll_seconds, until - time.time())
+                if lingering and not (blind or activity.active):
+                    nap = min(nap, lingering)  # look again as the linger ends
+                time.sleep(max(nap, 0.1))
+            said = self._stop_if_unused(user, why, me)
+            if said is not None:
+                return said
+            idle_since = None
 
 
 class Release:

@@ -254,6 +254,92 @@ def test_a_job_arriving_during_the_linger_joins_it(tmp_path: Path, gcp: ProcessR
     assert gcp.alive() and actions.released == []
 
 
+class SleepDrain:
+    """A :class:`DrainLauncher` whose drain is another live process (so the drain the
+    test runs in-process can see itself replaced)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(self, user: UserIdentity, node: str, until: float) -> ProcessRef:
+        self.procs.append(subprocess.Popen(["sleep", "60"]))
+        return ProcessRef.of(self.procs[-1].pid)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_job_that_comes_and_goes_between_two_looks_of_the_drain_gets_a_fresh_linger(
+    tmp_path: Path, gcp: ProcessRef
+) -> None:
+    """Found in the lab: job 2 joined the linger and ended before the drain looked
+    again; its Epilog left the drain be, and the drain, its linger cleared by the join,
+    stopped GCP at its next look under job 3's nose."""
+    drains = SleepDrain()
+    try:
+        cfg = Config(gcp_cgroup="", idle_linger=30, linger_poll_seconds=30, stop_grace=1)
+        actions = FakeActions(["connected"])
+        store, lifecycle, _ = _setup(
+            tmp_path, actions, cfg, drains=drains, activity=FixedActivity(None)
+        )
+        _lingering(store, _instance(gcp, connected=time.time()), 0.5)
+        assert "during its drain" in lifecycle.prolog(JobContext("2", "n1", ME))
+        said = lifecycle.epilog(JobContext("2", "n1", ME))
+        assert "idle_linger=30 s: drain pid" in said and len(drains.procs) == 1, said
+        state = store.read(ME.name, ME.uid)
+        assert state.drain == ProcessRef.of(drains.procs[0].pid), "the drain is replaced"
+        assert state.phase == Phase.DRAINING and state.drain_until is not None
+        assert state.idle_until is not None and state.idle_until - time.time() > 25
+        assert "another drain" in lifecycle.drain(ME, time.time() + 60)  # the old one
+        assert gcp.alive() and actions.released == [] and actions.stops == 0
+    finally:
+        drains.close()
+
+
+class JobDuringLook(FixedActivity):
+    """The drain's look at transfers, during which a job joins and ends (``visit``)."""
+
+    def __init__(self, visit: Callable[[], None]) -> None:
+        super().__init__(Activity(False, "no task", True))
+        self.visit: Callable[[], None] | None = visit
+
+    def check(
+        self, actions: object, instance: object, timeout: float, shared: bool = False
+    ) -> Activity:
+        visit, self.visit = self.visit, None
+        if visit is not None:
+            visit()
+        return super().check(actions, instance, timeout, shared)
+
+
+def test_the_drain_does_not_stop_gcp_that_a_job_re_armed_during_its_look(
+    tmp_path: Path, gcp: ProcessRef
+) -> None:
+    """Its linger over, the drain asks about transfers; meanwhile a job comes and goes
+    and its Epilog re-arms the linger: the stop is decided afresh under the lock."""
+    drains = SleepDrain()
+    try:
+        cfg = Config(gcp_cgroup="", idle_linger=30, linger_poll_seconds=30, stop_grace=1)
+        actions = FakeActions(["connected"])
+        lifecycle: NodeLifecycle | None = None
+
+        def job_comes_and_goes() -> None:
+            assert lifecycle is not None
+            lifecycle.prolog(JobContext("2", "n1", ME))
+            lifecycle.epilog(JobContext("2", "n1", ME))
+
+        store, lifecycle, _ = _setup(
+            tmp_path, actions, cfg, drains=drains, activity=JobDuringLook(job_comes_and_goes)
+        )
+        _lingering(store, _instance(gcp, connected=time.time()), 0)
+        assert "another drain" in lifecycle.drain(ME, time.time() + 60)
+        assert gcp.alive() and actions.stops == 0 and len(drains.procs) == 1
+    finally:
+        drains.close()
+
+
 def test_idle_linger_is_checked_against_linger_max() -> None:
     assert parse_config({"idle_linger": 0}, "f").idle_linger == 0
     with pytest.raises(ConfigError, match=r"'idle_linger' \(900\) must not exceed linger_max"):
