@@ -285,6 +285,15 @@ class Site:
         res = self.endpoint(user, "--wait", f"{timeout:g}", node=node)
         assert res.returncode == 0, res.stderr
 
+    def emulate_transfer(self, seconds: float, user: str = "gtunit1", node: str = "n1") -> None:
+        """Have the user's GCP on ``node`` report a transfer for ``seconds`` (the
+        emulator's ``-emulator-transfer``), once it is connected, as Globus would: a cold
+        Prolog returns before the connect, and the emulator refuses a transfer before it."""
+        self.wait_connected(user, node)
+        gcp = str(self.settings["gcp_path"])
+        res = self.as_user(user, [gcp, "-emulator-transfer", str(seconds)], node=node)
+        assert res.returncode == 0, res.stderr or res.stdout
+
     def wait_gcp_stopped(self, user: str = "gtunit1", timeout: float = 15.0) -> None:
         """Wait until the user has no GCP (after the last job, an unverified idle GCP is
         kept up for ``linger_unverified`` by a drain) and no drain runs."""

@@ -38,12 +38,6 @@ def assert_consistent(site: Site, user: str = "gtunit1", node: str = "n1") -> No
     assert held <= entry, f"leases {held} held without an instance ({entry})"
 
 
-def _emulate_transfer(site: Site, seconds: float, user: str = "gtunit1") -> None:
-    gcp = str(site.settings["gcp_path"])
-    res = site.as_user(user, [gcp, "-emulator-transfer", str(seconds)])
-    assert res.returncode == 0, res.stderr
-
-
 # -- hook killed at each step (failpoints) ---------------------------------------------
 
 PROLOG_POINTS = ["prolog.after_add", "prolog.after_spawn", "prolog.before_record"]
@@ -172,7 +166,7 @@ def test_doubled_epilog_starts_one_drain(site: Site) -> None:
     user = site.users["gtunit1"]
     user.make_pool(1)
     site.prolog("1")
-    _emulate_transfer(site, 4)
+    site.emulate_transfer(4)
     procs = [site.hook("epilog", "1", "gtunit1", wait=False) for _ in range(2)]
     for proc in procs:
         proc.communicate(timeout=60)
@@ -277,7 +271,7 @@ def test_killed_drain_is_resumed_by_reconcile(site: Site) -> None:
     user = site.users["gtunit1"]
     user.make_pool(1)
     site.prolog("1")
-    _emulate_transfer(site, 5)
+    site.emulate_transfer(5)
     res = site.epilog("1")
     assert "drain pid" in res.stderr
     (drain,) = drain_processes()
@@ -578,7 +572,7 @@ def test_a_hung_drain_still_stops_gcp(site: Site, how: str) -> None:
     user.make_pool(1)
     site.configure(linger_max=2)
     site.prolog("1")
-    _emulate_transfer(site, 120)
+    site.emulate_transfer(120)
     site.hook("epilog", "1", "gtunit1", failpoint=f"drain.poll={how}")
     (drain,) = drain_processes()
     if how == "hang":
@@ -599,7 +593,7 @@ def test_a_draining_entry_is_not_started_on_another_node(site: Site) -> None:
     user = site.users["gtunit1"]
     user.make_pool(1)
     site.prolog("1", node="n1")
-    _emulate_transfer(site, 6)
+    site.emulate_transfer(6)
     assert "drain pid" in site.epilog("1", node="n1").stderr
     wait_for(  # the drain's first step, not the Epilog, marks the lease (as the user)
         lambda: user.registry()["ep1"]["phase"] == "draining", what="the lease marked draining"

@@ -538,16 +538,11 @@ def test_concurrent_prologs_and_epilogs(site: Site) -> None:
 # the drain ---------------------------------------------------------------------------
 
 
-def _emulate_transfer(site: Site, seconds: float) -> None:
-    res = site.as_user("gtunit1", [site.settings["gcp_path"], "-emulator-transfer", str(seconds)])  # type: ignore[list-item]
-    assert res.returncode == 0, res.stderr
-
-
 def test_active_transfer_keeps_gcp_until_it_ends(site: Site) -> None:
     user = site.users["gtunit1"]
     user.make_pool(1)
     site.prolog("500")
-    _emulate_transfer(site, 4)
+    site.emulate_transfer(4)
     start = time.monotonic()
     res = site.epilog("500")
     assert res.returncode == 0 and "drain pid" in res.stderr
@@ -566,7 +561,7 @@ def test_job_arriving_during_drain_reuses_the_instance(site: Site) -> None:
     user.make_pool(1)
     site.prolog("510")
     (first,) = gcp_processes(user.uid)
-    _emulate_transfer(site, 3)
+    site.emulate_transfer(3)
     site.epilog("510")
     res = site.prolog("511")
     assert "joined GCP" in res.stderr and "during its drain" in res.stderr
@@ -582,7 +577,7 @@ def test_drain_gives_up_at_linger_max(site: Site) -> None:
     user.make_pool(1)
     site.configure(linger_max=2)
     site.prolog("520")
-    _emulate_transfer(site, 60)
+    site.emulate_transfer(60)
     site.epilog("520")
     wait_for(lambda: "lease ep1 released" in site.hook_log(), timeout=20, what="drain to give up")
     assert "gave up after linger_max=2 s" in site.hook_log()
