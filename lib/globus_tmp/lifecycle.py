@@ -243,20 +243,24 @@ class NodeLifecycle:
             state = self._read(user)
             state.jobs.setdefault(job.job_id, time.time())
             instance = state.live_instance()
-            if instance is not None and state.phase in (Phase.RUNNING, Phase.DRAINING):
-                drained = state.phase == Phase.DRAINING
+            joined = instance is not None and state.phase in (Phase.RUNNING, Phase.DRAINING)
+            drained = joined and state.phase == Phase.DRAINING
+            if joined:
                 state.phase = Phase.RUNNING
-                if drained:  # the drain steps aside when it sees the job; a later one starts afresh
-                    state.drain_until, state.drain_tasks, state.idle_until = None, [], None
-                self.store.write(state)
-                return self._with_repair(
-                    user,
-                    state,
-                    f"joined GCP pid {instance.pid} (endpoint {instance.endpoint_name} "
-                    f"{instance.endpoint_id}){' during its drain' if drained else ''}; "
-                    f"{len(state.jobs)} job(s) on node",
-                )
+            if drained:  # the drain steps aside when it sees the job; a later one starts afresh
+                state.drain_until, state.drain_tasks, state.idle_until = None, [], None
             self.store.write(state)
+        if instance is not None and joined:
+            # after the jobs lock, never under it: the repair takes it again (found in
+            # the lab: a join before the start had recorded its watcher waited for
+            # itself until slurmd's PrologEpilogTimeout)
+            return self._with_repair(
+                user,
+                state,
+                f"joined GCP pid {instance.pid} (endpoint {instance.endpoint_name} "
+                f"{instance.endpoint_id}){' during its drain' if drained else ''}; "
+                f"{len(state.jobs)} job(s) on node",
+            )
         failpoint("prolog.after_add")
         return self._start(user, job.job_id, job.nodelist)
 

@@ -340,6 +340,26 @@ def test_the_drain_does_not_stop_gcp_that_a_job_re_armed_during_its_look(
         drains.close()
 
 
+def test_a_join_repairs_after_the_jobs_lock_not_under_it(tmp_path: Path, gcp: ProcessRef) -> None:
+    """Found in the lab: three Prologs of one user at once; one joined a GCP whose
+    watcher was not recorded yet and ran the repair (which takes the jobs lock itself)
+    still holding the jobs lock: it waited for itself until slurmd's
+    PrologEpilogTimeout. The repair runs once the join's write is done."""
+    import threading
+
+    watches = RecordingWatch()
+    store, lifecycle, _ = _setup(tmp_path, FakeActions(["connecting"], gcp), watches=watches)
+    _running(store, _instance(gcp, connected=None))  # started; its watcher not yet recorded
+    said: list[str] = []
+    job = JobContext("2", "n1", ME)
+    joining = threading.Thread(target=lambda: said.append(lifecycle.prolog(job)), daemon=True)
+    joining.start()
+    joining.join(10)
+    assert not joining.is_alive(), "the join hung on its own jobs lock"
+    assert said and "joined GCP" in said[0] and "watcher pid" in said[0], said
+    assert len(watches.watches) == 1
+
+
 def test_idle_linger_is_checked_against_linger_max() -> None:
     assert parse_config({"idle_linger": 0}, "f").idle_linger == 0
     with pytest.raises(ConfigError, match=r"'idle_linger' \(900\) must not exceed linger_max"):
